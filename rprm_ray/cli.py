@@ -1,0 +1,42 @@
+"""`rprm-ray` command line. Each subcommand's arguments and work live in the module that owns it;
+this file only routes, and imports each module lazily so `rprm-ray --help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help). Each module defines add_arguments(parser) and run(args) -> int.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("rprm_ray.commands.run", "run a recipe (R-PRM judge training, PSRLM, guided) on Ray"),
+    "eval": ("rprm_ray.commands.evaluate", "score ProcessBench / Best-of-N / math accuracy"),
+    "search": ("rprm_ray.commands.search", "PRM-guided Best-of-N, beam or greedy search"),
+    "submit": ("rprm_ray.commands.submit", "submit a recipe to a Ray cluster (Job Submission SDK)"),
+    "status": ("rprm_ray.commands.submit", "show a submitted job's status"),
+    "logs": ("rprm_ray.commands.submit", "print a submitted job's logs"),
+    "bootstrap": ("rprm_ray.commands.bootstrap", "build the tiny models and bootstrap the policy"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rprm-ray", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod = importlib.import_module(module)
+        adder = getattr(mod, f"add_{name}_arguments", None) or mod.add_arguments
+        adder(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    mod = importlib.import_module(args._module)
+    runner = getattr(mod, f"run_{args.command}", None) or mod.run
+    return int(runner(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

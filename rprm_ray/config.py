@@ -1,0 +1,395 @@
+"""The recipe: one typed schema for a whole run, validated in one place.
+
+A recipe is YAML; `load_recipe(path, overrides)` applies `dotted.key=value` overrides and validates
+everything before Ray or any engine starts. Every failure is a `RecipeError` whose single message
+names the file, the dotted field and what is allowed.
+
+Batch-size fields carry their unit in the name: `*_per_prompt`, `*_per_device`, `global_*`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message names file, field and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+
+
+class TinyModelConfig(_Strict):
+    """A locally built Llama-architecture model (no download). vLLM's CPU attention needs head_dim 64."""
+
+    hidden_size: int = Field(128, ge=64)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(512, ge=16)
+    max_position_embeddings: int = Field(512, ge=64)
+
+    @model_validator(mode="after")
+    def _head_dim(self) -> TinyModelConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError("hidden_size must be divisible by num_heads")
+        if self.hidden_size // self.num_heads != 64:
+            raise ValueError(
+                f"hidden_size / num_heads must be 64 (vLLM's CPU attention rejects other head sizes); "
+                f"got {self.hidden_size}/{self.num_heads} = {self.hidden_size // self.num_heads}"
+            )
+        return self
+
+
+class ModelSpec(_Strict):
+    """Where weights come from: "tiny" builds one locally; anything else is a hub name or a directory."""
+
+    name_or_path: str = "tiny"
+    tiny: TinyModelConfig = TinyModelConfig()
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    trust_remote_code: bool = False
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.name_or_path == "tiny"
+
+
+class TeacherConfig(_Strict):
+    """The 'stronger LLM' that writes seed critiques: the embedded programmatic teacher, a vLLM
+    model, or an OpenAI-compatible endpoint (the key is read from `api_key_env`, never stored)."""
+
+    kind: Literal["programmatic", "vllm", "openai"] = "programmatic"
+    model: str | None = None
+    url: str | None = None
+    api_key_env: str | None = None
+    critiques_per_step: int = Field(4, ge=1, le=64)
+    temperature: float = Field(0.4, ge=0.0, le=2.0)
+
+    @model_validator(mode="after")
+    def _needs(self) -> TeacherConfig:
+        if self.kind == "vllm" and not self.model:
+            raise ValueError("teacher.kind 'vllm' needs teacher.model (a hub name or a model directory)")
+        if self.kind == "openai" and not (self.url and self.model):
+            raise ValueError("teacher.kind 'openai' needs teacher.url and teacher.model")
+        return self
+
+
+class ModelsConfig(_Strict):
+    policy: ModelSpec = ModelSpec()
+    # None: the policy judges itself (PSRLM self-rewarding); otherwise a separate R-PRM judge.
+    judge: ModelSpec | None = ModelSpec()
+    teacher: TeacherConfig = TeacherConfig()
+
+
+# --------------------------------------------------------------------------------------------
+# The embedded task
+
+
+class TaskConfig(_Strict):
+    """The embedded arithmetic world: seeded multi-step integer problems. Eval problems never
+    appear in training (the generator de-duplicates across splits by expression)."""
+
+    kind: Literal["arith"] = "arith"
+    seed: int = 0
+    train_problems: int = Field(20000, ge=1)
+    eval_problems: int = Field(400, ge=1)
+    min_steps: int = Field(2, ge=1, le=8)
+    max_steps: int = Field(3, ge=1, le=8)
+    max_operand: int = Field(99, ge=2, le=9999)
+    operators: list[Literal["+", "-", "*"]] = ["+", "-", "*"]
+    max_multiplier: int = Field(9, ge=2, le=99)
+    error_rate: float = Field(0.5, ge=0.0, le=1.0)  # fraction of labeled solutions with an injected error
+
+    @model_validator(mode="after")
+    def _steps(self) -> TaskConfig:
+        if self.min_steps > self.max_steps:
+            raise ValueError(f"min_steps ({self.min_steps}) must be <= max_steps ({self.max_steps})")
+        if not self.operators:
+            raise ValueError("operators must list at least one of '+', '-', '*'")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Roles
+
+
+class SamplingConfig(_Strict):
+    temperature: float = Field(1.0, ge=0.0, le=5.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(64, ge=1)
+    seed: int | None = 0
+
+
+class GeneratorConfig(_Strict):
+    backend: Literal["vllm", "transformers"] = "vllm"
+    replicas: int = Field(1, ge=1)
+    num_gpus_per_replica: float = Field(0.0, ge=0.0)
+    num_cpus_per_replica: float = Field(1.0, ge=0.0)
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0)
+    kv_cache_gib: int = Field(1, ge=1)  # VLLM_CPU_KVCACHE_SPACE on CPU nodes
+    enable_prefix_caching: bool = True
+    max_model_len_tokens: int = Field(512, ge=16)
+    candidates_per_step: int = Field(6, ge=2, le=64)  # PSRLM's w
+    sampling: SamplingConfig = SamplingConfig(temperature=0.5, top_p=0.95, max_new_tokens=32)
+    update_weights_timeout_s: float = Field(300.0, gt=0.0)
+
+
+class AutoscalingConfig(_Strict):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    initial_replicas: int | None = Field(None, ge=0)
+    target_ongoing_requests: float = Field(2.0, gt=0.0)
+    upscale_delay_s: float = Field(2.0, ge=0.0)
+    downscale_delay_s: float = Field(10.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
+            )
+        if self.initial_replicas is not None and not (
+            self.min_replicas <= self.initial_replicas <= self.max_replicas
+        ):
+            raise ValueError("initial_replicas must lie between min_replicas and max_replicas")
+        return self
+
+
+class JudgeConfig(_Strict):
+    backend: Literal["vllm", "transformers"] = "vllm"
+    critiques_per_step: int = Field(1, ge=1, le=64)  # R-PRM's K
+    # p_yes: softmax over Yes/No at the verdict position, read from the engine's logprobs;
+    # yes_fraction: share of valid critiques whose verdict is Yes.
+    score: Literal["p_yes", "yes_fraction"] = "p_yes"
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_new_tokens=96)
+    num_gpus_per_replica: float = Field(0.0, ge=0.0)
+    num_cpus_per_replica: float = Field(1.0, ge=0.0)
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0)
+    kv_cache_gib: int = Field(1, ge=1)
+    max_model_len_tokens: int = Field(512, ge=16)
+    max_batch_rows_per_request: int = Field(256, ge=1)
+    autoscaling: AutoscalingConfig = AutoscalingConfig()
+
+
+class PairsConfig(_Strict):
+    max_pairs_per_step: int = Field(4, ge=1)  # cap on the chosen x rejected product per labeled step
+    balance_verdicts: bool = True  # truncate Yes-chosen and No-chosen pairs to 1:1
+    paper_filter: bool = False  # R-PRM's optional --filter (keep 2 pairs when chosen <= 1/3 of valid)
+    seed: int = 42
+
+
+class DeepSpeedConfig(_Strict):
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    offload_optimizer: bool = False
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl with GPUs, gloo on CPU
+
+
+class TrainerConfig(_Strict):
+    num_workers: int = Field(1, ge=1)  # DeepSpeed ranks (Ray actors in one rendezvous)
+    num_gpus_per_worker: float = Field(0.0, ge=0.0)
+    num_cpus_per_worker: float = Field(1.0, ge=0.0)
+    micro_batch_size_per_device: int = Field(64, ge=1)  # sequences (DPO: pairs)
+    global_batch_size: int = Field(64, ge=1)  # sequences per optimizer step across all workers
+    lr: float = Field(3e-3, gt=0.0)
+    dpo_lr: float = Field(1e-4, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    max_seq_len_tokens: int = Field(256, ge=8)
+    dpo_beta: float = Field(0.1, gt=0.0)
+    dpo_nll_coef: float = Field(0.0, ge=0.0)
+    dpo_epochs: int = Field(1, ge=1)
+    grad_clip: float = Field(1.0, gt=0.0)
+    seed: int = 0
+    deepspeed: DeepSpeedConfig = DeepSpeedConfig()
+
+    @model_validator(mode="after")
+    def _batches(self) -> TrainerConfig:
+        per_step = self.micro_batch_size_per_device * self.num_workers
+        if self.global_batch_size % per_step:
+            raise ValueError(
+                f"global_batch_size ({self.global_batch_size}) must be a multiple of "
+                f"micro_batch_size_per_device x num_workers ({per_step})"
+            )
+        return self
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        return self.global_batch_size // (self.micro_batch_size_per_device * self.num_workers)
+
+
+class BootstrapConfig(_Strict):
+    """Initial supervised training: the policy on reference solutions (PSRLM's IFT) and the judge
+    on teacher critiques (R-PRM seed SFT), optionally mixed (the papers start from a math model)."""
+
+    policy_sft_steps: int = Field(1500, ge=0)
+    judge_sft_steps: int = Field(2500, ge=0)
+    judge_mix_policy_data: bool = True
+    pairwise_judge_examples: int = Field(4000, ge=0)  # PSRLM EFT-style examples mixed into M1
+
+
+class LoopConfig(_Strict):
+    mode: Literal["rprm", "psrlm", "guided"] = "guided"
+    iterations: int = Field(2, ge=0)
+    problems_per_iteration: int = Field(256, ge=1)
+    max_steps_per_solution: int = Field(20, ge=1)  # PSRLM's cap (also bounds rollbacks)
+    rollback_on_tie: bool = True
+
+
+class SearchConfig(_Strict):
+    strategy: Literal["bon", "beam", "greedy", "self_judged"] = "bon"
+    samples_per_prompt: int = Field(8, ge=1)  # Best-of-N's N, beam search's N beams
+    beam_width: int = Field(4, ge=1)  # M: candidates kept per beam step
+    candidates_per_step: int = Field(8, ge=1)  # greedy guided search's w
+    max_depth: int = Field(20, ge=1)
+    aggregation: Literal["min", "last", "prod", "mean"] = "min"
+    filter_duplicates: bool = True
+    batch_prompts: int = Field(64, ge=1)  # prompts advanced together per depth level
+    sampling: SamplingConfig = SamplingConfig(temperature=1.0, max_new_tokens=32)
+
+    @model_validator(mode="after")
+    def _beams(self) -> SearchConfig:
+        if self.strategy == "beam" and self.samples_per_prompt % self.beam_width:
+            raise ValueError(
+                f"beam search needs samples_per_prompt ({self.samples_per_prompt}) to be a multiple "
+                f"of beam_width ({self.beam_width})"
+            )
+        return self
+
+
+class EvaluationConfig(_Strict):
+    eval_problems: int | None = Field(None, ge=1)  # None: all of task.eval_problems
+    bon_samples_per_prompt: list[int] = [1, 2, 4, 8]
+    critiques_per_step: list[int] = [1, 2, 4, 8]  # F1 vs K
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    processbench_files: list[Path] = []
+    math_files: list[Path] = []
+
+
+class ResourcesConfig(_Strict):
+    address: str | None = None  # None: start a local cluster
+    num_cpus: int | None = Field(None, ge=1)
+    num_gpus: int | None = Field(None, ge=0)
+    dashboard_host: str = "127.0.0.1"
+    serve_host: str = "127.0.0.1"
+    serve_port: int = Field(8000, ge=1, le=65535)
+
+
+class Recipe(_Strict):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    run_root: Path = Path("runs")
+    model_cache: Path = Path("models")  # bootstrapped tiny models, keyed by the recipe
+    task: TaskConfig = TaskConfig()
+    models: ModelsConfig = ModelsConfig()
+    generator: GeneratorConfig = GeneratorConfig()
+    judge: JudgeConfig = JudgeConfig()
+    pairs: PairsConfig = PairsConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    bootstrap: BootstrapConfig = BootstrapConfig()
+    loop: LoopConfig = LoopConfig()
+    search: SearchConfig = SearchConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+
+    @model_validator(mode="after")
+    def _cross(self) -> Recipe:
+        if self.loop.mode in ("rprm", "guided") and self.models.judge is None:
+            raise ValueError(f"loop.mode '{self.loop.mode}' needs models.judge (a separate R-PRM judge)")
+        if self.evaluation.eval_problems and self.evaluation.eval_problems > self.task.eval_problems:
+            raise ValueError("evaluation.eval_problems cannot exceed task.eval_problems")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run_root / self.name
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise RecipeError(f"{source}: --set {dotted}: '{key}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=3` -> ("a.b", 3); the value is parsed as YAML so numbers, bools and lists work."""
+    if "=" not in text:
+        raise RecipeError(f"--set {text!r}: expected dotted.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"--set {text!r}: value is not valid YAML ({exc})") from None
+    return key, value
+
+
+def _format_error(source: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "(recipe)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field (check spelling; see recipes/tiny_arith.yaml for every field)"
+    elif err["type"] == "literal_error":
+        msg = f"{msg} (got {err.get('input')!r})"
+    elif "input" in err and err["type"] not in ("missing", "value_error"):
+        msg = f"{msg} (got {err['input']!r})"
+    more = f" [+{len(exc.errors()) - 1} more]" if len(exc.errors()) > 1 else ""
+    return f"{source}: {field}: {msg}{more}"
+
+
+def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(_format_error(source, exc)) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read YAML, apply `dotted.key=value` overrides, validate. Raises RecipeError only."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise RecipeError(f"{source}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{source}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(data, key, value, source)
+    recipe = recipe_from_dict(data, source)
+    for i, f in enumerate(recipe.evaluation.processbench_files + recipe.evaluation.math_files):
+        if not Path(f).exists():
+            raise RecipeError(f"{source}: evaluation files[{i}]: file not found: {f}")
+    return recipe
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
