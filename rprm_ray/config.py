@@ -385,9 +385,10 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         key, value = parse_override(text)
         _set_dotted(data, key, value, source)
     recipe = recipe_from_dict(data, source)
-    for i, f in enumerate(recipe.evaluation.processbench_files + recipe.evaluation.math_files):
-        if not Path(f).exists():
-            raise RecipeError(f"{source}: evaluation files[{i}]: file not found: {f}")
+    for field in ("processbench_files", "math_files"):
+        for i, f in enumerate(getattr(recipe.evaluation, field)):
+            if not Path(f).is_file():
+                raise RecipeError(f"{source}: evaluation.{field}.{i}: file not found: {f}")
     return recipe
 
 
