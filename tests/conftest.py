@@ -1,0 +1,72 @@
+"""Session-scoped fixtures shared by every test module.
+
+Expensive things (a tiny model, a Ray cluster, a vLLM engine) are built once per test session and
+shared; no test starts its own engine or cluster."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA_DIR = REPO_ROOT / ".." / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """Real benchmark files (ProcessBench, MATH, ...) beside the repo; skip when absent."""
+    if not SHARED_DATA_DIR.is_dir():
+        pytest.skip(f"shared data directory not found: {SHARED_DATA_DIR.resolve()}")
+    return SHARED_DATA_DIR.resolve()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised tiny Llama (hidden 128, 2 heads of 64, 2 layers) + byte tokenizer,
+    loadable by transformers and vLLM. Untrained: its generations are noise."""
+    from rprm_ray.config import TinyModelConfig
+    from rprm_ray.tiny import build_tiny_model
+
+    return build_tiny_model(TinyModelConfig(), tmp_path_factory.mktemp("tiny_model"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """One local Ray cluster per session (2 CPUs: the machine has 2 cores)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}},
+        )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model_dir: Path):
+    """One `vllm.LLM` on the tiny model per session.
+
+    vLLM starts its engine core in a child process; under pytest the parent is pytest's own
+    `__main__`, which is safe to re-import, so the default multiprocessing works. The uni executor
+    keeps the model in that one child (no extra worker process)."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    from vllm import LLM
+
+    llm = LLM(
+        model=str(tiny_model_dir),
+        dtype="float32",
+        max_model_len=512,
+        seed=0,
+        enforce_eager=True,
+        distributed_executor_backend="uni",
+    )
+    yield llm
+    del llm

@@ -1,0 +1,76 @@
+"""The byte tokenizer round-trips text and the tiny model is a valid HF checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rprm_ray.config import ModelSpec, TinyModelConfig
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Q:(3+4)*2\n3+4=7\n7*2=14\nA:14\n", " leading space", "tabs\tand\r\nCRLF", "é ü ∑ 数", ""],
+)
+def test_tokenizer_round_trips_and_has_one_token_per_byte(text: str) -> None:
+    from rprm_ray.tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    ids = tok.encode(text)
+    assert len(ids) == len(text.encode("utf-8"))
+    assert tok.decode(ids) == text
+    # Token-by-token decoding of ASCII (what an incremental detokenizer does) concatenates exactly.
+    if text.isascii():
+        assert "".join(tok.decode([i]) for i in ids) == text
+
+
+def test_tokenizer_special_tokens_and_no_automatic_bos() -> None:
+    from rprm_ray.tiny import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, build_tokenizer
+
+    tok = build_tokenizer()
+    assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (PAD_ID, BOS_ID, EOS_ID)
+    assert len(tok) == VOCAB_SIZE == 259
+    assert tok("ab")["input_ids"] == tok.encode("ab", add_special_tokens=False)
+    assert tok.encode("A") == [3 + ord("A")]
+    assert tok.decode([ord("x") + 3, EOS_ID], skip_special_tokens=True) == "x"
+
+
+def test_build_tiny_model_loads_in_transformers(tmp_path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rprm_ray.tiny import VOCAB_SIZE, build_tiny_model
+
+    out = build_tiny_model(TinyModelConfig(), tmp_path / "m", seed=1)
+    assert (out / "model.safetensors").is_file()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["head_dim"] == 64 and cfg["tie_word_embeddings"] is True
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    text = "Q:12+7\n"
+    assert tok.decode(tok.encode(text)) == text
+    ids = torch.tensor([tok.encode(text)])
+    logits = model(input_ids=ids).logits
+    assert logits.shape == (1, len(text), VOCAB_SIZE)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 400_000 < n_params < 700_000  # hidden 128, 2 layers, tied embeddings: about 0.56M
+
+
+def test_ensure_model_builds_once_and_passes_hub_names_through(tmp_path) -> None:
+    from rprm_ray.tiny import ensure_model
+
+    spec = ModelSpec()
+    first = ensure_model(spec, tmp_path, "policy-abc")
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    second = ensure_model(spec, tmp_path, "policy-abc")
+    assert second == first and (second / "model.safetensors").stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == ["policy-abc"]  # no temporary leftovers
+    assert ensure_model(ModelSpec(name_or_path="Qwen/Qwen2.5-Math-7B"), tmp_path, "x") == (
+        "Qwen/Qwen2.5-Math-7B"
+    )
+
+
+def test_tiny_config_rejects_head_dim_other_than_64() -> None:
+    with pytest.raises(ValueError, match="64"):
+        TinyModelConfig(hidden_size=128, num_heads=4)
