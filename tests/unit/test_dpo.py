@@ -1,0 +1,80 @@
+"""DPO math against numbers worked out by hand with the math module."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+
+def _log_softmax(row: list[float]) -> list[float]:
+    z = math.log(sum(math.exp(v) for v in row))
+    return [v - z for v in row]
+
+
+def test_sequence_logps_shifts_and_masks() -> None:
+    from rprm_ray.dpo import sequence_logps
+
+    # Vocabulary of 3, sequence of 4 tokens: [0, 2, 1, 1]; prompt = first 2 tokens.
+    rows = [[1.0, 0.0, 0.0], [0.0, 2.0, 0.5], [0.3, -1.0, 0.0], [5.0, 5.0, 5.0]]
+    logits = torch.tensor([rows])
+    labels = torch.tensor([[0, 2, 1, 1]])
+    mask = torch.tensor([[0, 0, 1, 1]])
+    # Token 2 (=1) is predicted by position 1, token 3 (=1) by position 2; position 3 predicts nothing.
+    expected = _log_softmax(rows[1])[1] + _log_softmax(rows[2])[1]
+    got = sequence_logps(logits, labels, mask)
+    assert got.shape == (1,)
+    assert got.item() == pytest.approx(expected, abs=1e-6)
+    # Unmasking the second token adds log p(labels[1]=2 | position 0).
+    mask2 = torch.tensor([[0, 1, 1, 1]])
+    assert sequence_logps(logits, labels, mask2).item() == pytest.approx(
+        expected + _log_softmax(rows[0])[2], abs=1e-6
+    )
+
+
+def test_sequence_logps_ignores_padding_rows_independently() -> None:
+    from rprm_ray.dpo import sequence_logps
+
+    logits = torch.zeros(2, 3, 4)  # uniform: every token has log-prob -log 4
+    labels = torch.tensor([[1, 2, 3], [1, 2, 0]])
+    mask = torch.tensor([[0, 1, 1], [0, 1, 0]])
+    got = sequence_logps(logits, labels, mask).tolist()
+    assert got == pytest.approx([-2 * math.log(4), -math.log(4)], abs=1e-6)
+
+
+def test_sequence_logps_rejects_mismatched_shapes() -> None:
+    from rprm_ray.dpo import sequence_logps
+
+    with pytest.raises(ValueError, match="loss_mask"):
+        sequence_logps(torch.zeros(1, 3, 2), torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 4))
+
+
+def test_dpo_loss_matches_hand_computation() -> None:
+    from rprm_ray.dpo import dpo_loss
+
+    beta = 0.1
+    pc, pr = [-10.0, -4.0], [-12.0, -3.0]
+    rc, rr = [-11.0, -5.0], [-11.5, -2.0]
+    # pair 0: chosen ratio 1.0, rejected ratio -0.5 -> z = 0.1 * 1.5 = 0.15
+    # pair 1: chosen ratio 1.0, rejected ratio -1.0 -> z = 0.1 * 2.0 = 0.20
+    hand = [-math.log(1 / (1 + math.exp(-0.15))), -math.log(1 / (1 + math.exp(-0.20)))]
+    loss, cr, rj = dpo_loss(*(torch.tensor(v) for v in (pc, pr, rc, rr)), beta=beta)
+    assert loss.item() == pytest.approx(sum(hand) / 2, abs=1e-6)
+    assert cr.tolist() == pytest.approx([0.1, 0.1])
+    assert rj.tolist() == pytest.approx([-0.05, -0.1])
+    assert not cr.requires_grad
+
+
+def test_dpo_loss_is_log2_at_reference_and_gradient_prefers_chosen() -> None:
+    from rprm_ray.dpo import dpo_loss
+
+    pc = torch.tensor([-3.0], requires_grad=True)
+    pr = torch.tensor([-3.0], requires_grad=True)
+    loss, _, _ = dpo_loss(pc, pr, torch.tensor([-3.0]), torch.tensor([-3.0]), beta=0.5)
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
+    loss.backward()
+    # d/dpc of -log sigma(beta (pc - pr)) at 0 = -beta * sigma(0) = -0.25; opposite for pr.
+    assert pc.grad.item() == pytest.approx(-0.25, abs=1e-6)
+    assert pr.grad.item() == pytest.approx(0.25, abs=1e-6)
