@@ -529,3 +529,139 @@ def policy_sft_table(problems: list[ArithProblem]) -> pa.Table:
         for p in problems
     ]
     return from_rows(rows, "sft_examples")
+
+
+def _problem_rng(seed: int, purpose: str, problem_id: str) -> random.Random:
+    """One stream per problem: a problem's rows do not change when other problems are added."""
+    return random.Random(f"{purpose}-{seed}-{problem_id}")
+
+
+def labeled_solutions(problems: list[ArithProblem], seed: int, error_rate: float) -> list[dict]:
+    """One solution per problem: with probability `error_rate` an injected error, else the
+    reference. Each: problem, solution_id, steps, first_error (-1 when correct), kind."""
+    out = []
+    for p in problems:
+        rng = _problem_rng(seed, "labeled", p.problem_id)
+        if rng.random() < error_rate:
+            inj = inject_error(p, rng)
+            out.append(
+                {
+                    "problem": p,
+                    "solution_id": f"{p.problem_id}/err",
+                    "steps": inj.steps,
+                    "first_error": inj.error_idx,
+                    "kind": inj.kind,
+                }
+            )
+        else:
+            out.append(
+                {
+                    "problem": p,
+                    "solution_id": f"{p.problem_id}/ref",
+                    "steps": list(p.steps),
+                    "first_error": -1,
+                    "kind": "correct",
+                }
+            )
+    return out
+
+
+def labeled_steps_table(problems: list[ArithProblem], seed: int, error_rate: float) -> pa.Table:
+    """R-PRM step instances, ProcessBench expansion: a correct solution contributes every step
+    (all labeled True); an erroneous one its steps up to and including the first error."""
+    rows = []
+    for sol in labeled_solutions(problems, seed, error_rate):
+        p, steps, err = sol["problem"], sol["steps"], sol["first_error"]
+        last = len(steps) - 1 if err < 0 else err
+        for i in range(last + 1):
+            rows.append(
+                {
+                    "problem_id": p.problem_id,
+                    "solution_id": sol["solution_id"],
+                    "step_idx": i,
+                    "question": p.question,
+                    "previous_steps": steps[:i],
+                    "now_step": steps[i],
+                    "label": i != err,
+                }
+            )
+    return from_rows(rows, "labeled_steps")
+
+
+def _balanced(rows: list[dict], key: str, rng: random.Random) -> list[dict]:
+    """Rows shuffled within each value of `key`, truncated to the rarest value's count (1:1)."""
+    groups: dict[object, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r[key], []).append(r)
+    n = min(len(g) for g in groups.values()) if len(groups) > 1 else 0
+    kept = []
+    for value in sorted(groups, key=str):
+        g = groups[value]
+        rng.shuffle(g)
+        kept.extend(g[:n])
+    return kept
+
+
+def judge_sft_table(labeled_steps: pa.Table, seed: int = 42, balance: bool = True) -> pa.Table:
+    """R-PRM seed SFT examples written by the programmatic teacher: prompt = compact judge prompt,
+    completion = the teacher's critique (ends with the verdict line; the trainer appends EOS).
+
+    balance=True keeps Yes and No targets 1:1 (method_spec A3), sampled with `seed`. Raises
+    ValueError if a row's label disagrees with the teacher (a row after a solution's first error
+    judged against the reference, which a labeled_steps table must not contain)."""
+    rows = []
+    for i, r in enumerate(labeled_steps.to_pylist()):
+        critique = teacher_critique(r["question"], r["previous_steps"], r["now_step"])
+        verdict = "Yes" if critique.endswith("Yes") else "No"
+        if r["label"] is not None and (verdict == "Yes") != r["label"]:
+            raise ValueError(
+                f"judge_sft_table: labeled_steps row {i} ({r['solution_id']} step {r['step_idx']}): "
+                f"label {r['label']} but the teacher says {verdict} for {r['now_step']!r}"
+            )
+        rows.append(
+            {
+                "example_id": f"judge/{r['solution_id']}/{r['step_idx']}",
+                "kind": "judge",
+                "prompt": STYLE.judge_prompt(r["question"], r["previous_steps"], r["now_step"]),
+                "completion": critique,
+                "verdict": verdict,
+            }
+        )
+    if balance:
+        rows = _balanced(rows, "verdict", random.Random(f"judge-sft-{seed}"))
+        rows.sort(key=lambda r: r["example_id"])
+    for r in rows:
+        del r["verdict"]
+    return from_rows(rows, "sft_examples")
+
+
+def pairwise_sft_table(problems: list[ArithProblem], seed: int, num_examples: int) -> pa.Table:
+    """PSRLM EFT-style examples: a prefix (the reference, or half the time an injected-error
+    solution, so judgments stay local to the prefix as written), the right next step and a
+    realistic wrong one; each pair appears in both A/B orders (2 rows), `num_examples` rows in
+    all (rounded down to even), cycling over the problems."""
+    if not problems:
+        raise ValueError("pairwise_sft_table: no problems")
+    rows = []
+    n_pairs = num_examples // 2
+    for j in range(n_pairs):
+        p = problems[j % len(problems)]
+        rng = _problem_rng(seed, f"pairwise-{j}", p.problem_id)
+        steps = inject_error(p, rng).steps if rng.random() < 0.5 else list(p.steps)
+        k = rng.randrange(len(steps))
+        prefix = steps[:k]
+        right = expected_step(p.question, prefix)
+        wrong, _ = corrupt_step(rng, p.question, prefix)
+        assert right is not None
+        for order, (a, b) in (("AB", (right, wrong)), ("BA", (wrong, right))):
+            judgment = teacher_pairwise(p.question, prefix, a, b)
+            assert judgment is not None
+            rows.append(
+                {
+                    "example_id": f"pairwise/{p.problem_id}/{j}/{order}",
+                    "kind": "pairwise",
+                    "prompt": STYLE.pairwise_prompt(p.question, prefix, a, b),
+                    "completion": judgment,
+                }
+            )
+    return from_rows(rows, "sft_examples")
