@@ -1,0 +1,66 @@
+import pytest
+
+from rprm_ray.evaluation.bon import (
+    BonProblem,
+    canonical_answer,
+    default_ns,
+    evaluate_best_of_n,
+    select_best,
+    select_majority,
+    select_weighted,
+)
+
+# P1: solution scores by aggregation: c0 min .2 last .2 mean .55 prod .18; c1 min .6 last .7 mean .65
+# prod .42; c2 min .5 last .5 mean .725 prod .475. Only c1 is correct.
+P1 = BonProblem("p1", [[0.9, 0.2], [0.6, 0.7], [0.95, 0.5]], [False, True, False], ["5", "7", " 5 "])
+# P2: c0 has no score at all; c1 is correct.
+P2 = BonProblem("p2", [[None, None], [0.1]], [False, True], ["3", "4"])
+
+
+def test_default_ns():
+    assert default_ns(8) == [1, 2, 4, 8]
+    assert default_ns(6) == [1, 2, 4, 6]
+    assert default_ns(1) == [1]
+
+
+def test_selectors_tie_break_earliest_and_rank_missing_last():
+    assert select_best([0.5, 0.7, 0.7]) == 1
+    assert select_best([None, 0.1, None]) == 1
+    assert select_best([None, None]) == 0
+    assert select_majority(["2", "3", "3", "2"]) == 0  # 2-2 tie: "2" appeared first
+    assert select_majority(["$2$", None, "3", "2 "]) == 0
+    assert select_majority([None, None]) is None
+    assert select_weighted([0.2, 0.6, 0.5], ["5", "7", "5"]) == 0  # 0.7 > 0.6
+    assert select_weighted([0.3, 0.3], ["a", "b"]) == 0
+    assert select_weighted([None, 0.1], ["3", "4"]) == 1
+    assert canonical_answer(" \\frac{1}{2} ") == canonical_answer("$\\frac {1}{2}$")
+
+
+def test_hand_computed_accuracy_at_each_n_with_min():
+    result = evaluate_best_of_n([P1, P2], "min")
+    assert result.ns == [1, 2, 3]
+    assert result.best_of_n == {1: 0.0, 2: 100.0, 3: 100.0}
+    assert result.weighted == {1: 0.0, 2: 100.0, 3: 50.0}
+    assert result.majority == {1: 0.0, 2: 0.0, 3: 0.0}
+    assert result.oracle == {1: 0.0, 2: 100.0, 3: 100.0}
+    assert result.accuracy == 100.0
+    figures = result.as_dict()
+    assert figures["accuracy"] == 100.0 and figures["weighted_accuracy"] == 50.0
+    assert figures["accuracy_at_n"] == {"1": 0.0, "2": 100.0, "3": 100.0}
+
+
+@pytest.mark.parametrize("how, expected", [("min", 100.0), ("last", 100.0), ("mean", 50.0), ("prod", 50.0)])
+def test_aggregation_changes_the_pick(how, expected):
+    assert evaluate_best_of_n([P1, P2], how).accuracy == expected
+
+
+def test_without_answers_only_best_of_n_and_oracle():
+    result = evaluate_best_of_n([BonProblem("x", [[0.1], [0.9]], [False, True])], "last", ns=[2, 1])
+    assert result.ns == [1, 2]
+    assert result.best_of_n == {1: 0.0, 2: 100.0}
+    assert result.weighted is None and "weighted_accuracy" not in result.as_dict()
+
+
+def test_mismatched_lengths_rejected():
+    with pytest.raises(ValueError, match="problem 'x': 1 scored candidates, 2 labels"):
+        evaluate_best_of_n([BonProblem("x", [[0.1]], [False, True])], "min")
