@@ -199,12 +199,13 @@ def expected_step(question: str, previous_steps: list[str]) -> str | None:
 
 def solve(question: str) -> list[str]:
     """Reference solution of any expression this module can parse, answer step included."""
+    values: list[int] = []
     steps: list[str] = []
-    while not steps or not STYLE.is_final_step(steps[-1]):
-        nxt = expected_step(question, steps)
-        assert nxt is not None
-        steps.append(nxt)
-    return steps
+    for o in parse_expression(question):
+        a, b = (v if kind == "lit" else values[v] for kind, v in (o.left, o.right))
+        values.append(_apply(o.op, a, b))
+        steps.append(format_op_step(a, o.op, b, values[-1]))
+    return [*steps, STYLE.answer_step(values[-1])]
 
 
 # ---------------------------------------------------------------------------------------------
