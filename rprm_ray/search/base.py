@@ -1,0 +1,276 @@
+"""What every search strategy shares: the role protocols, the results table, and the per-level
+bookkeeping (ids, duplicate filtering, scoring new steps in one judge call).
+
+A strategy advances a whole batch of prompts together: one generator call and one judge call per
+depth level, never one per prompt (search-and-learn's beam search ran one prompt at a time and
+took hours; see docs). Roles exchange Arrow tables with schemas from `rprm_ray.batches`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import pyarrow as pa
+
+from rprm_ray import batches
+from rprm_ray.config import SamplingConfig
+from rprm_ray.evaluation.bon import canonical_answer, select_best
+from rprm_ray.scoring import aggregate
+
+
+class StepGenerator(Protocol):
+    """The policy role (actors.generator.PolicyGenerator, or an in-process engine wrapper)."""
+
+    def expand(self, prefixes: pa.Table, w: int, sampling: SamplingConfig) -> pa.Table:
+        """`prefixes` -> `candidates`: w candidate next steps per prefix (candidate_id 0..w-1);
+        `finished` marks a final step."""
+        ...
+
+    def generate(self, problems: pa.Table, n: int, sampling: SamplingConfig) -> pa.Table:
+        """`problems` -> `solutions`: n full solutions per problem (sample_idx 0..n-1)."""
+        ...
+
+
+class StepScorer(Protocol):
+    """The pointwise judge role (R-PRM): one score per step."""
+
+    def score_steps(self, labeled_steps: pa.Table) -> pa.Table:
+        """`labeled_steps` (label null) -> `step_scores`, one row per input row."""
+        ...
+
+
+class PairwiseJudge(Protocol):
+    """The pairwise judge role (PSRLM): candidates sharing a prefix_id judged against each other."""
+
+    def compare(self, candidates: pa.Table) -> pa.Table:
+        """`candidates` -> `pairwise_judgments`: every unordered pair of candidates with the same
+        prefix_id judged in both orders ("AB" and "BA")."""
+        ...
+
+
+# Given (predicted answer, reference answer) -> correct? (None when there is no reference).
+Grader = Callable[[str | None, str | None], bool | None]
+
+
+class AnswerStyle(Protocol):
+    """The part of a `rprm_ray.prompts.PromptStyle` that search needs."""
+
+    def extract_answer(self, steps_or_text: list[str] | str) -> str | None: ...
+
+
+# One row per problem. `candidate_steps` counts every step the generator produced for the
+# problem (before duplicate filtering), so strategies compare at equal generation budget;
+# `judge_calls` counts judged rows (steps scored, or pairwise judgments).
+RESULTS_SCHEMA = pa.schema(
+    [
+        pa.field("problem_id", pa.string(), nullable=False),
+        pa.field("question", pa.string(), nullable=False),
+        pa.field("reference", pa.string(), nullable=True),
+        pa.field("strategy", pa.string(), nullable=False),
+        pa.field("steps", pa.list_(pa.string()), nullable=False),
+        pa.field("answer", pa.string(), nullable=True),
+        pa.field("finished", pa.bool_(), nullable=False),
+        pa.field("correct", pa.bool_(), nullable=True),
+        pa.field("score", pa.float64(), nullable=True),
+        # Votes over all completions (Best-of-N samples, completed beams); null for strategies
+        # that keep a single trajectory.
+        pa.field("weighted_answer", pa.string(), nullable=True),
+        pa.field("weighted_correct", pa.bool_(), nullable=True),
+        pa.field("majority_answer", pa.string(), nullable=True),
+        pa.field("majority_correct", pa.bool_(), nullable=True),
+        pa.field("num_completions", pa.int32(), nullable=False),
+        pa.field("candidate_steps", pa.int32(), nullable=False),
+        pa.field("judge_calls", pa.int32(), nullable=False),
+        pa.field("depth", pa.int32(), nullable=False),
+        pa.field("rollbacks", pa.int32(), nullable=False),
+    ]
+)
+
+
+def exact_match(predicted: str | None, reference: str | None) -> bool | None:
+    """Default grader: equality after evaluation.bon.canonical_answer (exact for the arithmetic
+    world's integers; math datasets pass a math-verify grader instead)."""
+    if reference is None:
+        return None
+    return predicted is not None and canonical_answer(predicted) == canonical_answer(reference)
+
+
+@dataclass
+class ProblemState:
+    """Per-problem counters shared by every strategy."""
+
+    problem_id: str
+    question: str
+    reference: str | None
+    candidate_steps: int = 0
+    judge_calls: int = 0
+    depth: int = 0
+    rollbacks: int = 0
+
+
+def problem_states(problems: pa.Table) -> list[ProblemState]:
+    problems = batches.validate(problems, "problems", where="search input")
+    return [ProblemState(r["problem_id"], r["question"], r["answer"]) for r in problems.to_pylist()]
+
+
+def chunks(problems: pa.Table, size: int) -> Iterator[pa.Table]:
+    """Consecutive slices of `size` prompts: each slice is advanced together, level by level."""
+    for start in range(0, problems.num_rows, size):
+        yield problems.slice(start, size)
+
+
+def run_in_chunks(problems: pa.Table, size: int, run_chunk: Callable[[pa.Table], pa.Table]) -> pa.Table:
+    out = [run_chunk(chunk) for chunk in chunks(problems, size)]
+    return pa.concat_tables(out) if out else RESULTS_SCHEMA.empty_table()
+
+
+def result_row(
+    state: ProblemState,
+    strategy: str,
+    steps: Sequence[str],
+    *,
+    answer: str | None,
+    finished: bool,
+    score: float | None,
+    grade: Grader,
+    num_completions: int,
+    votes: tuple[str | None, str | None] | None = None,
+) -> dict:
+    """One results row. `votes` = (weighted answer, majority answer) over all completions, for
+    strategies that produce several (None otherwise)."""
+    weighted_answer, majority_answer = votes if votes is not None else (None, None)
+    return {
+        "problem_id": state.problem_id,
+        "question": state.question,
+        "reference": state.reference,
+        "strategy": strategy,
+        "steps": list(steps),
+        "answer": answer,
+        "finished": finished,
+        "correct": grade(answer, state.reference),
+        "score": score,
+        "weighted_answer": weighted_answer,
+        "weighted_correct": grade(weighted_answer, state.reference) if votes else None,
+        "majority_answer": majority_answer,
+        "majority_correct": grade(majority_answer, state.reference) if votes else None,
+        "num_completions": num_completions,
+        "candidate_steps": state.candidate_steps,
+        "judge_calls": state.judge_calls,
+        "depth": state.depth,
+        "rollbacks": state.rollbacks,
+    }
+
+
+def results_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA)
+
+
+def accuracy(results: pa.Table, column: str = "correct") -> float | None:
+    """Share of graded rows that are correct (None when no row has a reference)."""
+    values = [v for v in results.column(column).to_pylist() if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+# --------------------------------------------------------------------------------------------
+# Scores
+
+
+def solution_score(step_scores: Sequence[float | None], how: str) -> float | None:
+    """scoring.aggregate, the project-wide convention: a step the judge could not score (None)
+    is no evidence of an error and is skipped; None when no step has a score."""
+    return aggregate(step_scores, how)
+
+
+def argmax_first(values: Sequence[float | None]) -> int:
+    """Index of the largest value; ties go to the earliest; None ranks below every number."""
+    return select_best(values)
+
+
+# --------------------------------------------------------------------------------------------
+# One depth level
+
+
+def expand_prefixes(
+    generator: StepGenerator, prefix_rows: list[dict], w: int, sampling: SamplingConfig
+) -> list[dict]:
+    """One generator call for every prefix of the batch; rows checked against the request."""
+    prefixes = batches.from_rows(prefix_rows, "prefixes")
+    candidates = batches.validate(
+        generator.expand(prefixes, w, sampling), "candidates", where="generator.expand"
+    )
+    known = {r["prefix_id"] for r in prefix_rows}
+    rows = candidates.to_pylist()
+    for i, row in enumerate(rows):
+        if row["prefix_id"] not in known:
+            raise batches.BatchError(
+                f"generator.expand: candidates row {i} has prefix_id {row['prefix_id']!r}, "
+                "which was not requested"
+            )
+    rows.sort(key=lambda r: (r["prefix_id"], r["candidate_id"]))
+    return rows
+
+
+def keep_candidates(rows: list[dict], problem_of: dict[str, str], filter_duplicates: bool) -> list[dict]:
+    """Drop blank unfinished steps (they would leave the prefix unchanged) and, if asked, any
+    candidate whose full step sequence repeats an earlier one of the same problem."""
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    kept = []
+    for row in rows:
+        step = row["step"].strip()
+        if not step and not row["finished"]:
+            continue
+        if filter_duplicates:
+            key = (problem_of[row["prefix_id"]], (*(s.strip() for s in row["prefix_steps"]), step))
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(row)
+    return kept
+
+
+def candidate_key(row: dict) -> str:
+    return f"{row['prefix_id']}#{row['candidate_id']}"
+
+
+def score_candidates(scorer: StepScorer, rows: list[dict]) -> dict[str, float | None]:
+    """Score each candidate's new step (previous steps = its prefix) in one judge call.
+
+    Returns {candidate_key: score or None}."""
+    if not rows:
+        return {}
+    labeled = batches.from_rows(
+        [
+            {
+                "problem_id": r["problem_id"],
+                "solution_id": candidate_key(r),
+                "step_idx": len(r["prefix_steps"]),
+                "question": r["question"],
+                "previous_steps": r["prefix_steps"],
+                "now_step": r["step"],
+                "label": None,
+            }
+            for r in rows
+        ],
+        "labeled_steps",
+    )
+    scores = read_step_scores(scorer.score_steps(labeled), labeled)
+    return {sid: score for (sid, _), score in scores.items()}
+
+
+def read_step_scores(step_scores: pa.Table, asked: pa.Table) -> dict[tuple[str, int], float | None]:
+    """{(solution_id, step_idx): score} for every asked row; a missing row is the judge's error."""
+    scored = batches.validate(step_scores, "step_scores", where="judge.score_steps")
+    got = {(r["solution_id"], r["step_idx"]): r["score"] for r in scored.to_pylist()}
+    out = {}
+    for sid, idx in zip(
+        asked.column("solution_id").to_pylist(), asked.column("step_idx").to_pylist(), strict=True
+    ):
+        if (sid, idx) not in got:
+            raise batches.BatchError(
+                f"judge.score_steps: no score for solution_id {sid!r} step_idx {idx} "
+                f"({scored.num_rows} rows returned for {asked.num_rows} asked)"
+            )
+        out[(sid, idx)] = got[(sid, idx)]
+    return out
