@@ -1,0 +1,287 @@
+"""The process judge's core, without Ray: prompts from Arrow tables, engine completions to rows.
+
+Pointwise (R-PRM): each labeled step gets K sampled critiques; a critique is valid only when
+`parse_verdict` finds exactly one verdict line at its end, and its P(Yes) is read from the
+engine's top logprobs at the verdict position of the same generation (no second forward pass).
+A step's score is the mean P(Yes) over its valid critiques (or their Yes fraction).
+
+Pairwise (PSRLM): every unordered pair of candidates sharing a prefix is judged in both orders
+(AB: `candidate_a` in slot A; BA: `candidate_b` in slot A) so position bias can be measured.
+
+Invalid critiques and unparsable judgments become rows with `valid=False`; nothing here raises
+on model output, only on malformed input tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from rprm_ray import batches
+from rprm_ray.prompts import parse_pairwise, parse_verdict
+from rprm_ray.scoring import p_yes_from_top_logprobs, step_score
+
+ScoreMode = Literal["p_yes", "yes_fraction"]
+Order = Literal["AB", "BA"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Pointwise R-PRM critiques
+
+
+def judge_prompts(labeled_steps: pa.Table, style: Any, *, where: str = "judging") -> list[str]:
+    """One judge prompt per `labeled_steps` row, in row order."""
+    steps = batches.validate(labeled_steps, "labeled_steps", where=where)
+    return [
+        style.judge_prompt(row["question"], list(row["previous_steps"]), row["now_step"])
+        for row in steps.to_pylist()
+    ]
+
+
+def critique_rows(
+    labeled_steps: pa.Table,
+    prompts: Sequence[str],
+    completions_per_step: Sequence[Sequence[Any]],
+    *,
+    where: str = "judging",
+) -> pa.Table:
+    """`critiques` rows: for step row i, one row per completion in `completions_per_step[i]`
+    (sample_idx = its position). Each completion needs `.text`, `.tokens` (decoded, one per
+    generated token) and `.top_logprobs` (one `{token: logprob}` per generated token, or None
+    when the engine was asked for no logprobs, in which case `p_yes` stays null)."""
+    steps = batches.validate(labeled_steps, "labeled_steps", where=where).to_pylist()
+    if not (len(steps) == len(prompts) == len(completions_per_step)):
+        raise ValueError(
+            f"{where}: {len(steps)} labeled_steps rows, {len(prompts)} prompts and "
+            f"{len(completions_per_step)} completion lists must match one to one"
+        )
+    rows: list[dict[str, Any]] = []
+    for step, prompt, completions in zip(steps, prompts, completions_per_step, strict=True):
+        for sample_idx, completion in enumerate(completions):
+            verdict = parse_verdict(completion.text)
+            p_yes = None
+            if verdict is not None and completion.top_logprobs is not None:
+                p_yes = p_yes_from_top_logprobs(completion.tokens, completion.top_logprobs)
+            rows.append(
+                {
+                    "problem_id": step["problem_id"],
+                    "solution_id": step["solution_id"],
+                    "step_idx": step["step_idx"],
+                    "sample_idx": sample_idx,
+                    "prompt": prompt,
+                    "critique": completion.text,
+                    "verdict": verdict,
+                    "valid": verdict is not None,
+                    "p_yes": p_yes,
+                    "label": step["label"],
+                }
+            )
+    return batches.from_rows(rows, "critiques") if rows else batches.empty("critiques")
+
+
+def step_score_rows(critiques: pa.Table, mode: ScoreMode, *, where: str = "judging") -> pa.Table:
+    """One `step_scores` row per (solution_id, step_idx), in order of first appearance. The score
+    is null when no critique of the step was valid (the counts say why)."""
+    table = batches.validate(critiques, "critiques", where=where)
+    groups: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in table.to_pylist():
+        key = (row["solution_id"], row["step_idx"])
+        group = groups.setdefault(
+            key, {"problem_id": row["problem_id"], "p_yes": [], "verdicts": [], "invalid": 0}
+        )
+        if row["valid"]:
+            group["p_yes"].append(row["p_yes"])
+            group["verdicts"].append(row["verdict"])
+        else:
+            group["invalid"] += 1
+    rows = []
+    for (solution_id, step_idx), group in groups.items():
+        num_valid = len(group["verdicts"])
+        score = step_score(group["p_yes"], group["verdicts"], mode) if num_valid else None
+        rows.append(
+            {
+                "problem_id": group["problem_id"],
+                "solution_id": solution_id,
+                "step_idx": step_idx,
+                "score": score,
+                "num_valid": num_valid,
+                "num_invalid": group["invalid"],
+            }
+        )
+    return batches.from_rows(rows, "step_scores") if rows else batches.empty("step_scores")
+
+
+@dataclass(frozen=True)
+class CritiqueCounts:
+    total: int
+    valid: int
+
+    @property
+    def invalid(self) -> int:
+        return self.total - self.valid
+
+
+def critique_counts(critiques: pa.Table) -> CritiqueCounts:
+    valid = sum(1 for v in critiques.column("valid").to_pylist() if v)
+    return CritiqueCounts(total=critiques.num_rows, valid=valid)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pairwise PSRLM judgments
+
+
+@dataclass(frozen=True)
+class PairwiseRequest:
+    """One judge call: `candidate_a < candidate_b` name the unordered pair; `order` says which of
+    them sits in slot A of the prompt."""
+
+    problem_id: str
+    prefix_id: str
+    candidate_a: int
+    candidate_b: int
+    order: Order
+    question: str
+    prefix_steps: tuple[str, ...]
+    slot_a_step: str
+    slot_b_step: str
+
+    def winner(self, verdict: str | None) -> int | None:
+        """The candidate_id behind a parsed `[[A]]`/`[[B]]` verdict (None stays None)."""
+        if verdict is None:
+            return None
+        in_slot_a = self.candidate_a if self.order == "AB" else self.candidate_b
+        in_slot_b = self.candidate_b if self.order == "AB" else self.candidate_a
+        return in_slot_a if verdict == "A" else in_slot_b
+
+
+def pairwise_requests(candidates: pa.Table, *, where: str = "judging") -> list[PairwiseRequest]:
+    """Every unordered pair of candidates with the same prefix_id, in both orders AB and BA.
+    Prefixes keep their first-appearance order; pairs follow candidate_id order."""
+    table = batches.validate(candidates, "candidates", where=where)
+    by_prefix: dict[str, list[dict[str, Any]]] = {}
+    for row in table.to_pylist():
+        by_prefix.setdefault(row["prefix_id"], []).append(row)
+    requests: list[PairwiseRequest] = []
+    for prefix_id, rows in by_prefix.items():
+        _check_same_prefix(prefix_id, rows, where)
+        rows = sorted(rows, key=lambda r: r["candidate_id"])
+        for i, a in enumerate(rows):
+            for b in rows[i + 1 :]:
+                for order in ("AB", "BA"):
+                    first, second = (a, b) if order == "AB" else (b, a)
+                    requests.append(
+                        PairwiseRequest(
+                            problem_id=a["problem_id"],
+                            prefix_id=prefix_id,
+                            candidate_a=a["candidate_id"],
+                            candidate_b=b["candidate_id"],
+                            order=order,
+                            question=a["question"],
+                            prefix_steps=tuple(a["prefix_steps"]),
+                            slot_a_step=first["step"],
+                            slot_b_step=second["step"],
+                        )
+                    )
+    return requests
+
+
+def _check_same_prefix(prefix_id: str, rows: list[dict[str, Any]], where: str) -> None:
+    # Candidates of one prefix are compared against one context; a mismatch means the caller
+    # reused a prefix_id for two different prefixes, which would judge steps out of context.
+    first = rows[0]
+    for row in rows[1:]:
+        for column in ("problem_id", "question", "prefix_steps"):
+            if row[column] != first[column]:
+                raise batches.BatchError(
+                    f"{where}: candidates: column {column!r} differs between candidates "
+                    f"{first['candidate_id']} and {row['candidate_id']} of prefix_id {prefix_id!r}"
+                )
+
+
+def pairwise_prompts(requests: Sequence[PairwiseRequest], style: Any) -> list[str]:
+    return [
+        style.pairwise_prompt(r.question, list(r.prefix_steps), r.slot_a_step, r.slot_b_step)
+        for r in requests
+    ]
+
+
+def pairwise_rows(
+    requests: Sequence[PairwiseRequest], completions: Sequence[Sequence[Any]], *, where: str = "judging"
+) -> pa.Table:
+    """`pairwise_judgments` rows, one per request; `completions[i]` is the engine's list for
+    request i (its first completion is the judgment)."""
+    if len(requests) != len(completions):
+        raise ValueError(
+            f"{where}: {len(requests)} pairwise requests but {len(completions)} completion lists"
+        )
+    rows = []
+    for request, outs in zip(requests, completions, strict=True):
+        text = outs[0].text if outs else ""
+        verdict = parse_pairwise(text)
+        rows.append(
+            {
+                "problem_id": request.problem_id,
+                "prefix_id": request.prefix_id,
+                "candidate_a": request.candidate_a,
+                "candidate_b": request.candidate_b,
+                "order": request.order,
+                "judgment": text,
+                "winner": request.winner(verdict),
+                "valid": verdict is not None,
+            }
+        )
+    return batches.from_rows(rows, "pairwise_judgments") if rows else batches.empty("pairwise_judgments")
+
+
+@dataclass(frozen=True)
+class PairwiseCounts:
+    judgments: int
+    invalid: int
+    # Pairs judged validly in both orders whose winner flipped with the order: position bias.
+    position_inconsistent: int
+    # Pairs judged validly in both orders (the denominator of the consistency rate).
+    consistent_checked: int
+
+
+def pairwise_counts(judgments: pa.Table) -> PairwiseCounts:
+    table = batches.validate(judgments, "pairwise_judgments", where="pairwise_counts")
+    winners: dict[tuple[str, int, int], dict[str, int | None]] = {}
+    invalid = 0
+    for row in table.to_pylist():
+        if not row["valid"]:
+            invalid += 1
+        key = (row["prefix_id"], row["candidate_a"], row["candidate_b"])
+        winners.setdefault(key, {})[row["order"]] = row["winner"] if row["valid"] else None
+    checked = inconsistent = 0
+    for by_order in winners.values():
+        ab, ba = by_order.get("AB"), by_order.get("BA")
+        if ab is None or ba is None:
+            continue
+        checked += 1
+        inconsistent += ab != ba
+    return PairwiseCounts(
+        judgments=table.num_rows,
+        invalid=invalid,
+        position_inconsistent=inconsistent,
+        consistent_checked=checked,
+    )
+
+
+def prefix_chunks(candidates: pa.Table, max_rows: int) -> list[pa.Table]:
+    """Split `candidates` into chunks of about `max_rows` rows that never split a prefix (its
+    candidates are compared with each other); a prefix larger than `max_rows` gets a chunk of its
+    own. Rows keep their order within each prefix; prefixes keep first-appearance order."""
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+    rows_by_prefix: dict[str, list[int]] = {}
+    for i, prefix_id in enumerate(candidates.column("prefix_id").to_pylist()):
+        rows_by_prefix.setdefault(prefix_id, []).append(i)
+    chunks: list[list[int]] = [[]]
+    for rows in rows_by_prefix.values():
+        if chunks[-1] and len(chunks[-1]) + len(rows) > max_rows:
+            chunks.append([])
+        chunks[-1].extend(rows)
+    return [candidates.take(pa.array(rows, pa.int64())) for rows in chunks if rows]
