@@ -351,7 +351,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 def _format_error(source: str, exc: ValidationError) -> str:
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err["loc"]) or "(recipe)"
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field (check spelling; see recipes/tiny_arith.yaml for every field)"
     elif err["type"] == "literal_error":

@@ -1,0 +1,127 @@
+"""Trainer: a Ray actor over the core's DeepSpeed training loop (`rprm_ray.training`).
+
+One actor per DeepSpeed rank. `TrainerGroup` starts `trainer.num_workers` of them with a shared
+torch.distributed rendezvous (rank 0's address and a free port), the same way on a GPU cluster
+(NCCL) and here (gloo, world size 1). Every rank receives the whole table and takes its own shard
+inside the training loop; rank 0's metrics and checkpoint are returned.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from actors.metrics import RoleMetrics
+from rprm_ray import batches
+from rprm_ray.config import TrainerConfig
+
+ROLE = "Trainer"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+@ray.remote
+class Trainer:
+    def __init__(self, model_dir: str, cfg: TrainerConfig, rank: int, world_size: int):
+        if not Path(model_dir, "config.json").is_file():
+            raise FileNotFoundError(f"{ROLE} rank {rank}: no model at {model_dir} (config.json missing)")
+        self.rank, self.world_size, self.cfg, self.model_dir = rank, world_size, cfg, model_dir
+        self.core = None
+        self.metrics = RoleMetrics("trainer")
+
+    def rendezvous_address(self) -> tuple[str, int]:
+        """Rank 0's node address and a free port there: where the other ranks meet it."""
+        return ray.util.get_node_ip_address(), _free_port()
+
+    def setup(self, master_addr: str, master_port: int, num_threads: int) -> None:
+        rank, world_size, cfg, model_dir = self.rank, self.world_size, self.cfg, self.model_dir
+        os.environ.update(
+            MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
+            WORLD_SIZE=str(world_size), LOCAL_RANK="0" if cfg.num_gpus_per_worker else str(rank),
+        )
+        import torch
+
+        # Ray pins OMP threads to the actor's CPU request; training wants every core it was given.
+        torch.set_num_threads(max(1, num_threads))
+        from rprm_ray.training import DeepSpeedTrainer
+
+        self.core = DeepSpeedTrainer(model_dir, cfg)
+
+    def sft(self, table: pa.Table, steps: int | None = None, epochs: int | None = None) -> dict[str, Any]:
+        table = batches.validate(table, "sft_examples", where=f"{ROLE}.sft", allow_empty=False)
+        out = self.core.sft(table, steps=steps, epochs=epochs, progress=self.rank == 0)
+        self._record(table.num_rows, out)
+        return out
+
+    def add_reference_logps(self, pairs: pa.Table) -> pa.Table:
+        pairs = batches.validate(pairs, "preference_pairs", where=f"{ROLE}.add_reference_logps")
+        return self.core.add_reference_logps(pairs)
+
+    def dpo(self, pairs: pa.Table, epochs: int | None = None, lr: float | None = None) -> dict[str, Any]:
+        pairs = batches.validate(pairs, "preference_pairs", where=f"{ROLE}.dpo", allow_empty=False)
+        out = self.core.dpo(pairs, epochs=epochs, lr=lr, progress=self.rank == 0)
+        self._record(pairs.num_rows, out)
+        return out
+
+    def save(self, out_dir: str) -> str:
+        """Write an HF safetensors checkpoint (rank 0) and return the weights' checksum."""
+        if self.rank == 0:
+            self.core.save(out_dir)
+        return self.core.weights_checksum()
+
+    def weights_checksum(self) -> str:
+        return self.core.weights_checksum()
+
+    def _record(self, rows: int, out: dict[str, Any]) -> None:
+        self.metrics.rows(rows, 0)
+        if "loss" in out:
+            self.metrics.gauge("loss", float(out["loss"]))
+
+
+class TrainerGroup:
+    """Driver-side handle on the DeepSpeed ranks; methods block and return rank 0's result."""
+
+    def __init__(self, model_dir: str | Path, cfg: TrainerConfig, name: str = "trainer"):
+        model_dir = str(model_dir)
+        if not Path(model_dir, "config.json").is_file():
+            raise FileNotFoundError(f"{ROLE}: no model at {model_dir} (config.json missing)")
+        self.cfg = cfg
+        world = cfg.num_workers
+        options = dict(num_cpus=cfg.num_cpus_per_worker, num_gpus=cfg.num_gpus_per_worker)
+        threads = max(1, int(cfg.num_cpus_per_worker)) if cfg.num_gpus_per_worker else (os.cpu_count() or 1)
+        self.workers = [
+            Trainer.options(name=f"{name}-rank{rank}", **options).remote(model_dir, cfg, rank, world)
+            for rank in range(world)
+        ]
+        master_addr, master_port = ray.get(self.workers[0].rendezvous_address.remote())
+        ray.get([w.setup.remote(master_addr, master_port, threads) for w in self.workers])
+
+    def _all(self, method: str, *args, **kwargs) -> Any:
+        refs = [getattr(w, method).remote(*args, **kwargs) for w in self.workers]
+        return ray.get(refs)[0]
+
+    def sft(self, table: pa.Table, steps: int | None = None, epochs: int | None = None) -> dict[str, Any]:
+        return self._all("sft", table, steps=steps, epochs=epochs)
+
+    def add_reference_logps(self, pairs: pa.Table) -> pa.Table:
+        return self._all("add_reference_logps", pairs)
+
+    def dpo(self, pairs: pa.Table, epochs: int | None = None, lr: float | None = None) -> dict[str, Any]:
+        return self._all("dpo", pairs, epochs=epochs, lr=lr)
+
+    def save(self, out_dir: str | Path) -> str:
+        return self._all("save", str(out_dir))
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            ray.kill(w)
+        self.workers = []

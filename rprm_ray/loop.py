@@ -1,0 +1,191 @@
+"""The driver: runs a recipe's stages through the Ray roles, persists each stage, resumes.
+
+A run is a list of named stages (`iter_0/policy_sft`, `iter_1/step_dpo`, ...). Each stage reads
+earlier outputs from the run directory, writes its own Arrow outputs as Parquet under
+`runs/<name>/<stage>/`, and is recorded in `manifest.json` with its metrics. `--resume` skips the
+recorded stages, so an interrupted run continues with the same inputs and seeds.
+
+Only this module (and the CLI) import `actors/`, lazily, through `Roles`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from rprm_ray import batches
+from rprm_ray.config import Recipe, dump_recipe
+from rprm_ray.manifest import Manifest, ManifestError, recipe_fingerprint
+
+log = logging.getLogger("rprm_ray.loop")
+
+
+class RunError(RuntimeError):
+    pass
+
+
+@dataclass
+class StageResult:
+    """What a stage returns: metrics for the report, tables to persist, state for later stages."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, tuple[pa.Table, str]] = field(default_factory=dict)  # name -> (table, kind)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class Run:
+    """One run directory: the recipe, the manifest, stage bookkeeping and the (lazy) roles."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, manifest: Manifest, roles: Any = None):
+        self.recipe = recipe
+        self.dir = run_dir
+        self.manifest = manifest
+        self.roles = roles
+        self.log_lines: list[str] = []
+
+    # ---- creation -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, recipe: Recipe, resume_dir: Path | None = None, roles: Any = None) -> Run:
+        recipe_json = recipe.model_dump(mode="json")
+        if resume_dir is not None:
+            manifest = Manifest.load(resume_dir)
+            if manifest.data["recipe_fingerprint"] != recipe_fingerprint(recipe_json):
+                raise RunError(
+                    f"{resume_dir}: the recipe differs from the one this run started with; "
+                    f"resume with the same recipe and --set overrides (see {manifest.path})"
+                )
+            return cls(recipe, resume_dir, manifest, roles)
+        run_dir = recipe.run_dir
+        if (run_dir / "manifest.json").exists():
+            try:
+                old = Manifest.load(run_dir)
+            except ManifestError:
+                old = None
+            if old is not None and old.data["stages"]:
+                raise RunError(
+                    f"{run_dir} already holds a run ({len(old.data['stages'])} finished stages); "
+                    f"continue it with --resume {run_dir}, or choose another name with --set name=..."
+                )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+        return cls(recipe, run_dir, Manifest.create(run_dir, recipe_json), roles)
+
+    # ---- stages ---------------------------------------------------------------------------
+    def stage(self, key: str, fn: Callable[[], StageResult]) -> dict[str, Any]:
+        """Run `fn` unless `key` already finished; return the stage's metrics either way."""
+        if self.manifest.is_done(key):
+            self.say(f"[skip] {key} (finished earlier)")
+            return self.manifest.stage(key)["metrics"]
+        self.say(f"[run ] {key}")
+        t0 = time.perf_counter()
+        result = fn()
+        outputs = {}
+        for name, (table, kind) in result.tables.items():
+            path = batches.to_parquet(table, self.dir / key / f"{name}.parquet", kind)
+            outputs[name] = str(path.relative_to(self.dir))
+        seconds = time.perf_counter() - t0
+        self.manifest.record(key, outputs, result.metrics, seconds, result.state)
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in result.metrics.items() if _scalar(v))
+        self.say(f"[done] {key} in {seconds:.1f}s" + (f": {shown}" if shown else ""))
+        return result.metrics
+
+    def table(self, key: str, name: str, kind: str) -> pa.Table:
+        """An earlier stage's output, re-read from disk (identical after a resume)."""
+        if not self.manifest.is_done(key):
+            raise RunError(f"stage {key} has not finished; its output {name!r} does not exist yet")
+        rel = self.manifest.stage(key)["outputs"].get(name)
+        if rel is None:
+            raise RunError(f"stage {key} wrote no output named {name!r}")
+        return batches.from_parquet(self.dir / rel, kind)
+
+    def model_dir(self, key: str) -> Path:
+        """Where a training stage saves its checkpoint."""
+        return self.dir / key / "model"
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.manifest.state
+
+    def say(self, line: str) -> None:
+        self.log_lines.append(line)
+        print(line, flush=True)
+
+
+def _scalar(v: Any) -> bool:
+    return isinstance(v, (int, float, str, bool))
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+# ------------------------------------------------------------------------------------------
+# Placement plan (--dry-run)
+
+
+def placement_plan(recipe: Recipe) -> list[dict[str, Any]]:
+    """The actors a recipe starts, with replicas and resources per role, without starting any."""
+    g, j, t = recipe.generator, recipe.judge, recipe.trainer
+    plan = [
+        {
+            "role": "PolicyGenerator",
+            "replicas": g.replicas,
+            "backend": g.backend,
+            "cpus_each": g.num_cpus_per_replica,
+            "gpus_each": g.num_gpus_per_replica,
+            "tensor_parallel": g.tensor_parallel_size,
+            "model": recipe.models.policy.name_or_path,
+        }
+    ]
+    judge_model = recipe.models.judge.name_or_path if recipe.models.judge else "(the policy itself)"
+    a = j.autoscaling
+    plan.append(
+        {
+            "role": "ProcessJudge (Serve)",
+            "replicas": f"{a.min_replicas}..{a.max_replicas}",
+            "backend": j.backend,
+            "cpus_each": j.num_cpus_per_replica,
+            "gpus_each": j.num_gpus_per_replica,
+            "tensor_parallel": j.tensor_parallel_size,
+            "model": judge_model,
+        }
+    )
+    plan.append({"role": "PairBuilder", "replicas": 1, "backend": "-", "cpus_each": 0, "gpus_each": 0,
+                 "tensor_parallel": 1, "model": "-"})
+    plan.append(
+        {
+            "role": f"Trainer (DeepSpeed ZeRO-{t.deepspeed.zero_stage})",
+            "replicas": t.num_workers,
+            "backend": t.deepspeed.backend,
+            "cpus_each": t.num_cpus_per_worker,
+            "gpus_each": t.num_gpus_per_worker,
+            "tensor_parallel": 1,
+            "model": "policy / judge (per stage)",
+        }
+    )
+    return plan
+
+
+def format_plan(recipe: Recipe) -> str:
+    rows = placement_plan(recipe)
+    cols = ["role", "replicas", "backend", "cpus_each", "gpus_each", "tensor_parallel", "model"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in cols) for r in rows]
+    max_judges = recipe.judge.autoscaling.max_replicas
+    cpus = (recipe.generator.replicas * recipe.generator.num_cpus_per_replica
+            + max_judges * recipe.judge.num_cpus_per_replica
+            + recipe.trainer.num_workers * recipe.trainer.num_cpus_per_worker)
+    gpus = (recipe.generator.replicas * recipe.generator.num_gpus_per_replica
+            * recipe.generator.tensor_parallel_size
+            + max_judges * recipe.judge.num_gpus_per_replica * recipe.judge.tensor_parallel_size
+            + recipe.trainer.num_workers * recipe.trainer.num_gpus_per_worker)
+    lines.append(f"peak demand: {cpus:g} CPUs, {gpus:g} GPUs (judge at max_replicas); "
+                 f"mode {recipe.loop.mode}, {recipe.loop.iterations} iterations, run dir {recipe.run_dir}")
+    return "\n".join(lines)

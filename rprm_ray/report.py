@@ -1,0 +1,137 @@
+"""The run report: `metrics.json`, PNG plots, `report.html`, and the one-screen summary.
+
+Everything is read back from the manifest, so a report can be rebuilt for any run directory
+(finished, interrupted or resumed) without touching Ray.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from rprm_ray.manifest import Manifest, write_json_atomic
+
+
+def collect(manifest: Manifest) -> dict[str, Any]:
+    """The headline figures of a run from its stage metrics."""
+    stages = manifest.metrics()
+    out: dict[str, Any] = {"stages": stages}
+    acc = {}
+    for key, m in stages.items():
+        if key.endswith("/policy_eval") and "pass@1" in m:
+            acc[int(key.split("/")[0].split("_")[1])] = m["pass@1"]
+    if acc:
+        out["pass@1_per_iteration"] = {str(k): acc[k] for k in sorted(acc)}
+        out["pass@1_M1"] = acc[min(acc)]
+        out["pass@1_final"] = acc[max(acc)]
+    judge = {}
+    for phase in ("sft", "dpo"):
+        m = stages.get(f"iter_0/judge_eval_{phase}")
+        if m:
+            judge[phase] = {"f1": m[f"{phase}_f1"], "error_acc": m[f"{phase}_error_acc"],
+                            "correct_acc": m[f"{phase}_correct_acc"],
+                            "f1_at_k": {k.rsplit("_k", 1)[1]: v for k, v in m.items() if "_f1_at_k" in k}}
+    if judge:
+        out["judge"] = judge
+    bon = stages.get("final/best_of_n")
+    if bon:
+        out["best_of_n"] = {k: v for k, v in bon.items() if k.startswith(("bon", "weighted", "majority", "oracle"))
+                            or k in ("best_aggregation", "candidate_steps")}
+    beam = stages.get("final/beam")
+    if beam:
+        out["beam"] = beam
+    return out
+
+
+def make_plots(summary: dict[str, Any], out_dir: Path) -> list[Path]:
+    from rprm_ray.evaluation import plots
+
+    made = []
+    if "pass@1_per_iteration" in summary:
+        it = summary["pass@1_per_iteration"]
+        made.append(plots.plot_accuracy_per_iteration([int(k) for k in it], {"pass@1 (greedy)": list(it.values())},
+                                                      out_dir / "accuracy_per_iteration.png"))
+    judge = summary.get("judge", {})
+    if judge:
+        made.append(plots.plot_judge_f1_per_phase(list(judge), [judge[p]["f1"] for p in judge],
+                                                  out_dir / "judge_f1_per_phase.png"))
+        curves = {p: judge[p]["f1_at_k"] for p in judge if judge[p]["f1_at_k"]}
+        if curves:
+            ks = sorted({int(k) for c in curves.values() for k in c})
+            made.append(plots.plot_f1_vs_k(ks, {p: [c[str(k)] for k in ks] for p, c in curves.items()},
+                                           out_dir / "f1_vs_k.png"))
+    bon = summary.get("best_of_n")
+    if bon:
+        ns = sorted(int(n) for n in bon["bon_min"])
+        series = {f"BoN ({how})": [bon[f"bon_{how}"][str(n)] for n in ns] for how in ("min", "last", "prod", "mean")}
+        series["majority vote"] = [bon["majority"][str(n)] for n in ns]
+        series["oracle (pass@N)"] = [bon["oracle"][str(n)] for n in ns]
+        made.append(plots.plot_accuracy_vs_n(ns, series, out_dir / "accuracy_vs_n.png"))
+    return made
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    body = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>" for a, b in rows)
+    return f"<table>{body}</table>"
+
+
+def headline_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    if "pass@1_M1" in summary:
+        rows.append(("policy pass@1, M1 (after SFT)", f"{summary['pass@1_M1']:.1f}%"))
+        rows.append(("policy pass@1, final iteration", f"{summary['pass@1_final']:.1f}%"))
+    for phase, j in summary.get("judge", {}).items():
+        rows.append((f"judge first-error F1 after {phase.upper()} (K=1 greedy)",
+                     f"{j['f1']:.1f} (error_acc {j['error_acc']:.1f}, correct_acc {j['correct_acc']:.1f})"))
+        if j["f1_at_k"]:
+            rows.append((f"judge F1 vs K after {phase.upper()} (sampled)",
+                         ", ".join(f"K={k}: {v:.1f}" for k, v in sorted(j["f1_at_k"].items(), key=lambda kv: int(kv[0])))))
+    bon = summary.get("best_of_n")
+    if bon:
+        n = max(int(k) for k in bon["bon_min"])
+        how = bon["best_aggregation"]
+        rows.append((f"Best-of-{n} ({how})", f"{bon[f'bon_{how}'][str(n)]:.1f}% "
+                     f"(majority {bon['majority'][str(n)]:.1f}%, oracle {bon['oracle'][str(n)]:.1f}%, "
+                     f"{bon['candidate_steps']} candidate steps)"))
+    beam = summary.get("beam")
+    if beam:
+        rows.append((f"beam search (N={beam['beams']}, M={beam['beam_width']})",
+                     f"{beam['beam_accuracy']:.1f}% ({beam['candidate_steps']} candidate steps)"))
+    return rows
+
+
+def write_report(run_dir: Path) -> Path:
+    manifest = Manifest.load(run_dir)
+    summary = collect(manifest)
+    write_json_atomic(run_dir / "metrics.json", summary)
+    pngs = make_plots(summary, run_dir)
+    stage_rows = [(k, f"{v['seconds']:.1f}s") for k, v in manifest.data["stages"].items()]
+    figures = "".join(f'<figure><img src="{p.name}" alt="{p.stem}"><figcaption>{p.stem.replace("_", " ")}'
+                      f"</figcaption></figure>" for p in pngs)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>rprm-ray run {html.escape(run_dir.name)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;margin:1em 0}}td{{border:1px solid #ccc;padding:4px 10px}}
+figure{{display:inline-block;margin:0 1em 1em 0}}img{{max-width:520px}}</style></head><body>
+<h1>rprm-ray run <code>{html.escape(run_dir.name)}</code></h1>
+<p>mode <b>{html.escape(str(manifest.data['recipe']['loop']['mode']))}</b>, recipe fingerprint
+<code>{manifest.data['recipe_fingerprint']}</code>; figures on held-out problems of the embedded world.</p>
+<h2>Headline</h2>{_table(headline_rows(summary))}
+<h2>Plots</h2>{figures or '<p>(no plots yet)</p>'}
+<h2>Stages</h2>{_table(stage_rows)}
+<p>All figures: <a href="metrics.json">metrics.json</a>; every stage's Arrow output is Parquet under this directory.</p>
+</body></html>"""
+    path = run_dir / "report.html"
+    path.write_text(page)
+    return path
+
+
+def summary_text(run_dir: Path) -> str:
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    rows = headline_rows(summary)
+    width = max((len(a) for a, _ in rows), default=0)
+    lines = [f"== rprm-ray run {run_dir} =="]
+    lines += [f"{a.ljust(width)}  {b}" for a, b in rows]
+    lines.append(f"report: {run_dir / 'report.html'}")
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""Roles: the driver's lazy handles on the Ray actors of one run.
+
+Stages ask for a role *with given weights* (`roles.generator(model_dir)`); the first request
+starts the actor, later requests with other weights update it in place (checksum-verified), so a
+resumed run and an uninterrupted one end up with the same weights in every role. This module and
+`loop.py` are the only core modules that touch `actors/` (lazily, inside methods).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from rprm_ray.config import Recipe
+
+log = logging.getLogger("rprm_ray.roles")
+
+
+def init_ray(recipe: Recipe) -> None:
+    """Connect to `resources.address`, or start a local cluster bound to 127.0.0.1."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    res = recipe.resources
+    env = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(recipe.generator.kv_cache_gib),
+                        "TOKENIZERS_PARALLELISM": "false"}}
+    if res.address:
+        ray.init(address=res.address, runtime_env=env, log_to_driver=True)
+        return
+    # Logical CPUs: engines idle while the trainer works, so the roles may share the cores.
+    demand = (recipe.generator.replicas * recipe.generator.num_cpus_per_replica
+              + recipe.judge.autoscaling.max_replicas * recipe.judge.num_cpus_per_replica
+              + recipe.trainer.num_workers * recipe.trainer.num_cpus_per_worker + 1)
+    num_cpus = res.num_cpus or max(int(demand + 0.999), os.cpu_count() or 1)
+    ray.init(num_cpus=num_cpus, num_gpus=res.num_gpus, include_dashboard=True,
+             dashboard_host=res.dashboard_host, runtime_env=env, log_to_driver=True)
+
+
+class Roles:
+    def __init__(self, recipe: Recipe, style_name: str):
+        self.recipe = recipe
+        self.style_name = style_name
+        self._generator: Any = None
+        self._generator_dir: str | None = None
+        self._judge: Any = None
+        self._judge_dir: str | None = None
+        self._pair_builder: Any = None
+
+    # ---- PolicyGenerator ------------------------------------------------------------------
+    def generator(self, model_dir: str | Path) -> Any:
+        from actors.generator import GeneratorPool
+
+        model_dir = str(model_dir)
+        if self._generator is None:
+            self._generator = GeneratorPool(model_dir, self.recipe.generator, style_name=self.style_name)
+        elif self._generator_dir != model_dir:
+            self._generator.update_weights(model_dir, checksum_of(model_dir))
+        self._generator_dir = model_dir
+        return self._generator
+
+    # ---- ProcessJudge (Serve) -------------------------------------------------------------
+    def judge(self, model_dir: str | Path) -> Any:
+        from actors.judge import deploy_judge
+
+        model_dir = str(model_dir)
+        if self._judge is None:
+            self._judge = deploy_judge(self.recipe, model_dir, style_name=self.style_name)
+        elif self._judge_dir != model_dir:
+            self._judge.update_weights(model_dir, checksum_of(model_dir))
+        self._judge_dir = model_dir
+        return self._judge
+
+    # ---- PairBuilder ----------------------------------------------------------------------
+    def pair_builder(self) -> Any:
+        if self._pair_builder is None:
+            from actors.pair_builder import PairBuilder
+
+            self._pair_builder = PairBuilder.options(name="pair-builder").remote(
+                self.recipe.pairs, self.style_name)
+        return self._pair_builder
+
+    # ---- Trainer --------------------------------------------------------------------------
+    def trainer(self, model_dir: str | Path, name: str) -> Any:
+        """A DeepSpeed trainer group initialised from `model_dir`; the caller shuts it down."""
+        from actors.trainer import TrainerGroup
+
+        return TrainerGroup(model_dir, self.recipe.trainer, name=name)
+
+    def shutdown(self) -> None:
+        import ray
+
+        if self._judge is not None:
+            self._judge.shutdown()
+        if self._generator is not None:
+            self._generator.shutdown()
+        if self._pair_builder is not None:
+            ray.kill(self._pair_builder)
+        self._generator = self._judge = self._pair_builder = None
+
+
+def checksum_of(model_dir: str | Path) -> str:
+    """The checksum a trainer reported when it saved `model_dir` (written beside the weights)."""
+    path = Path(model_dir) / "checksum.txt"
+    if path.is_file():
+        return path.read_text().strip()
+    from rprm_ray.training import checksum_model_dir
+
+    return checksum_model_dir(model_dir)

@@ -1,0 +1,160 @@
+"""R-PRM judge stages: teacher seed critiques -> SFT -> self-sampled critique pairs -> DPO, with
+ProcessBench-style first-error F1 on held-out labeled solutions after each phase (method_spec A3-A7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rprm_ray import batches, pairs, teachers
+from rprm_ray.config import SamplingConfig
+from rprm_ray.evaluation.processbench import harmonic_f1, predicted_first_error
+from rprm_ray.loop import Run, StageResult
+from rprm_ray.prompts import get_style
+from rprm_ray.scoring import step_scores_from_critiques
+from rprm_ray.stages import data
+from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, train_dpo
+from rprm_ray.tasks import arith
+
+STYLE = "compact"
+
+
+# ---- seed data ----------------------------------------------------------------------------
+
+
+def teacher_critiques(run: Run, steps: pa.Table) -> pa.Table:
+    teacher = run.recipe.models.teacher
+    style = get_style(STYLE)
+    k = teacher.critiques_per_step
+    if teacher.kind == "programmatic":
+        return teachers.programmatic_critiques(steps, style, k)
+    sampling = SamplingConfig(temperature=teacher.temperature, top_p=0.95,
+                              max_new_tokens=run.recipe.judge.sampling.max_new_tokens, seed=run.recipe.seed)
+    if teacher.kind == "openai":
+        return teachers.openai_critiques(steps, style, teacher, k, sampling.max_new_tokens)
+    from rprm_ray.engines import make_engine
+
+    engine = make_engine(teacher.model, "vllm", run.recipe.judge)
+    return teachers.engine_critiques(steps, style, engine, k, sampling)
+
+
+def judge_seed_stage(run: Run) -> StageResult:
+    """Teacher critiques for labeled training steps, filtered to those agreeing with the label,
+    balanced Yes/No 1:1 (A3); optionally mixed with policy data (the papers' judges start from a
+    math-capable model; the tiny one learns both at once)."""
+    steps = data.labeled_steps(run, "train")
+    critiques = teacher_critiques(run, steps)
+    seed_sft = pairs.sft_filter(critiques, seed=run.recipe.pairs.seed, balance=True)
+    table = seed_sft
+    if run.recipe.bootstrap.judge_mix_policy_data:
+        problems = list(data.arith_problems(data.problems(run, "train")).values())
+        table = batches.concat([seed_sft, arith.policy_sft_table(problems)], "sft_examples")
+    valid = int(pc.sum(critiques.column("valid")).as_py() or 0)
+    return StageResult(
+        metrics={"teacher_critiques": critiques.num_rows, "teacher_valid": valid,
+                 "judge_sft_examples": seed_sft.num_rows, "mixed_examples": table.num_rows},
+        tables={"teacher_critiques": (critiques, "critiques"), "judge_sft": (table, "sft_examples")},
+    )
+
+
+def judge_sft_stage(run: Run) -> StageResult:
+    r = run.recipe
+    table = run.table("iter_0/judge_seed", "judge_sft", "sft_examples")
+    init = Path(run.state["policy_dir"]) if "policy_dir" in run.state else base_model(run, "judge")
+    key = cache_key("judge-sft", r.task.model_dump(mode="json"), r.models.judge.model_dump(mode="json"),
+                    r.models.teacher.model_dump(mode="json"), r.trainer.model_dump(mode="json"),
+                    r.bootstrap.model_dump(mode="json"), r.pairs.seed, str(init), r.seed)
+    out, metrics = cached_sft(run, key, init, table, r.bootstrap.judge_sft_steps, "judge-sft")
+    return StageResult(metrics=metrics, state={"judge_dir": str(out), "judge_sft_dir": str(out)})
+
+
+# ---- evaluation ---------------------------------------------------------------------------
+
+
+def first_error_f1(steps: pa.Table, step_scores: pa.Table, threshold: float) -> dict[str, float]:
+    """ProcessBench metrics over the labeled solutions in `steps` (label -1 if all steps correct)."""
+    scores = {(r["solution_id"], r["step_idx"]): r["score"] for r in step_scores.to_pylist()}
+    by_solution: dict[str, list[dict]] = {}
+    for r in steps.to_pylist():
+        by_solution.setdefault(r["solution_id"], []).append(r)
+    hits = {"error": [], "correct": []}
+    for sid, rows in by_solution.items():
+        rows.sort(key=lambda r: r["step_idx"])
+        label = next((r["step_idx"] for r in rows if r["label"] is False), -1)
+        pred = predicted_first_error([scores.get((sid, r["step_idx"])) for r in rows], threshold)
+        hits["correct" if label == -1 else "error"].append(pred == label)
+    error_acc = 100.0 * sum(hits["error"]) / max(1, len(hits["error"]))
+    correct_acc = 100.0 * sum(hits["correct"]) / max(1, len(hits["correct"]))
+    return {"error_acc": error_acc, "correct_acc": correct_acc, "f1": harmonic_f1(error_acc, correct_acc),
+            "solutions": len(by_solution)}
+
+
+def eval_steps(run: Run) -> pa.Table:
+    steps = data.labeled_steps(run, "eval")
+    limit = run.recipe.evaluation.eval_problems
+    if limit:
+        keep = set(data.problems(run, "eval").column("problem_id").to_pylist()[:limit])
+        steps = steps.filter(pc.is_in(steps.column("problem_id"), pa.array(sorted(keep))))
+    return steps
+
+
+def judge_f1_stage(run: Run, model_dir: str, phase: str) -> StageResult:
+    """Greedy K=1 F1 (the headline number), plus F1 vs K from K sampled critiques per step: the
+    first K samples of one draw of max(K) give every point of the curve."""
+    r = run.recipe
+    steps = eval_steps(run)
+    judge = run.roles.judge(model_dir)
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=r.judge.sampling.max_new_tokens, seed=r.seed)
+    critiques, step_scores = judge.score_steps(steps, k=1, sampling=greedy)
+    metrics = {f"{phase}_{k}": v for k, v in first_error_f1(steps, step_scores, r.evaluation.threshold).items()}
+    metrics[f"{phase}_invalid_critiques"] = int(critiques.num_rows - pc.sum(critiques.column("valid")).as_py())
+    tables = {"critiques_greedy": (critiques, "critiques"), "step_scores_greedy": (step_scores, "step_scores")}
+    ks = sorted(set(r.evaluation.critiques_per_step))
+    if ks:
+        sampled = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=r.judge.sampling.max_new_tokens,
+                                 seed=r.seed)
+        many, _ = judge.score_steps(steps, k=max(ks), sampling=sampled)
+        tables["critiques_sampled"] = (many, "critiques")
+        for k in ks:
+            subset = many.filter(pc.less(many.column("sample_idx"), k))
+            f1 = first_error_f1(steps, step_scores_from_critiques(subset, r.judge.score), r.evaluation.threshold)
+            metrics[f"{phase}_f1_at_k{k}"] = f1["f1"]
+    return StageResult(metrics=metrics, tables=tables)
+
+
+# ---- DPO on the judge's own critiques (A5) ------------------------------------------------
+
+
+def judge_samples_stage(run: Run) -> StageResult:
+    """The SFT judge samples K critiques for labeled training steps; agreeing with the label =
+    chosen, disagreeing = rejected (built next by the PairBuilder)."""
+    r = run.recipe
+    steps = data.labeled_steps(run, "train")
+    n = min(steps.num_rows, r.loop.problems_per_iteration * (r.task.max_steps + 1))
+    steps = steps.slice(0, n)
+    judge = run.roles.judge(run.state["judge_sft_dir"])
+    sampled = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=r.judge.sampling.max_new_tokens,
+                             seed=r.seed + 1)
+    critiques, _ = judge.score_steps(steps, k=max(2, r.judge.critiques_per_step, 4), sampling=sampled)
+    built = run.roles.pair_builder().critique_pairs.remote(critiques)
+    import ray
+
+    critique_pairs = ray.get(built)
+    return StageResult(
+        metrics={"steps": steps.num_rows, "critiques": critiques.num_rows, "pairs": critique_pairs.num_rows},
+        tables={"critiques": (critiques, "critiques"), "pairs": (critique_pairs, "preference_pairs")},
+    )
+
+
+def judge_dpo_stage(run: Run) -> StageResult:
+    pairs_table = run.table("iter_0/judge_samples", "pairs", "preference_pairs")
+    out_dir = run.model_dir("iter_0/judge_dpo")
+    if pairs_table.num_rows == 0:
+        run.say("       no critique pairs (the judge agreed with every label): keeping the SFT judge")
+        return StageResult(metrics={"pairs": 0}, state={"judge_dir": run.state["judge_sft_dir"]})
+    metrics, with_ref = train_dpo(run, Path(run.state["judge_sft_dir"]), pairs_table, out_dir, "judge-dpo")
+    return StageResult(metrics={**metrics, "pairs": pairs_table.num_rows},
+                       tables={"pairs_with_reference": (with_ref, "preference_pairs")},
+                       state={"judge_dir": str(out_dir), "judge_dpo_dir": str(out_dir)})

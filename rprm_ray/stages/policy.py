@@ -1,0 +1,128 @@
+"""Policy stages: bootstrap SFT (M1), held-out pass@1, and the self-rewarding iteration
+(step search judged without ground truth -> (best, worst) step pairs -> step-wise DPO)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from rprm_ray import batches
+from rprm_ray.config import SamplingConfig, SearchConfig
+from rprm_ray.loop import Run, StageResult
+from rprm_ray.prompts import get_style
+from rprm_ray.stages import data
+from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, train_dpo
+from rprm_ray.tasks import arith
+
+STYLE = "compact"
+
+
+def policy_sft_stage(run: Run) -> StageResult:
+    """M1: the policy learns the step format from reference solutions (PSRLM's IFT). In `psrlm`
+    mode the same model also learns pairwise judging (EFT), since it will judge itself."""
+    r = run.recipe
+    train = list(data.arith_problems(data.problems(run, "train")).values())
+    table = arith.policy_sft_table(train)
+    if r.loop.mode == "psrlm" and r.bootstrap.pairwise_judge_examples:
+        eft = arith.pairwise_sft_table(train, r.task.seed, r.bootstrap.pairwise_judge_examples)
+        table = batches.concat([table, eft], "sft_examples")
+    key = cache_key("policy-sft", r.loop.mode, r.task.model_dump(mode="json"),
+                    r.models.policy.model_dump(mode="json"), r.trainer.model_dump(mode="json"),
+                    r.bootstrap.policy_sft_steps, r.bootstrap.pairwise_judge_examples, r.seed)
+    out, metrics = cached_sft(run, key, base_model(run, "policy"), table, r.bootstrap.policy_sft_steps,
+                              "policy-sft")
+    return StageResult(metrics={**metrics, "examples": table.num_rows},
+                       state={"policy_dir": str(out), "m1_dir": str(out)})
+
+
+def solution_sampling(run: Run, temperature: float, seed_offset: int = 0) -> SamplingConfig:
+    """Full solutions: room for every step of the longest allowed solution."""
+    g = run.recipe.generator
+    budget = min(g.sampling.max_new_tokens * (run.recipe.task.max_steps + 2), g.max_model_len_tokens // 2)
+    return SamplingConfig(temperature=temperature, top_p=1.0 if temperature == 0 else g.sampling.top_p,
+                          max_new_tokens=budget, seed=run.recipe.seed + seed_offset)
+
+
+def eval_problems(run: Run) -> pa.Table:
+    table = data.problems(run, "eval")
+    limit = run.recipe.evaluation.eval_problems
+    return table.slice(0, limit) if limit else table
+
+
+def grade_solutions(solutions: pa.Table, problems: pa.Table) -> pa.Table:
+    by_id = data.arith_problems(problems)
+    rows = solutions.to_pylist()
+    for row in rows:
+        row["correct"] = arith.is_correct_answer(by_id[row["problem_id"]], row["answer"])
+    return batches.from_rows(rows, "solutions")
+
+
+def pass_at_1_stage(run: Run, model_dir: str) -> StageResult:
+    """Greedy pass@1 on held-out problems (the PSRLM papers' main metric)."""
+    problems = eval_problems(run)
+    solutions = run.roles.generator(model_dir).generate(problems, n=1, sampling=solution_sampling(run, 0.0))
+    solutions = grade_solutions(solutions, problems)
+    correct = sum(bool(c) for c in solutions.column("correct").to_pylist())
+    return StageResult(metrics={"pass@1": 100.0 * correct / max(1, problems.num_rows),
+                                "problems": problems.num_rows},
+                       tables={"solutions": (solutions, "solutions")})
+
+
+def iteration_problems(run: Run, iteration: int) -> pa.Table:
+    """A fresh slice of training questions per iteration (answers are never read by the search)."""
+    r = run.recipe
+    train = data.problems(run, "train")
+    n = r.loop.problems_per_iteration
+    start = ((iteration - 1) * n) % max(1, train.num_rows - n + 1)
+    table = train.slice(start, n)
+    # Hide the reference answers: self-rewarding uses no ground-truth labels.
+    return table.set_column(table.column_names.index("answer"), "answer",
+                            pa.array([None] * table.num_rows, pa.string()))
+
+
+def search_config(run: Run) -> SearchConfig:
+    r = run.recipe
+    return SearchConfig(strategy="greedy" if r.loop.mode == "guided" else "self_judged",
+                        candidates_per_step=r.generator.candidates_per_step, max_depth=r.loop.max_steps_per_solution,
+                        aggregation=r.search.aggregation, filter_duplicates=True, batch_prompts=r.search.batch_prompts,
+                        sampling=r.generator.sampling)
+
+
+def self_reward_search_stage(run: Run, iteration: int) -> StageResult:
+    """Step-by-step search with w candidates per step, judged by the R-PRM judge (guided) or by the
+    policy itself pairwise (psrlm); (best, worst) per step become step-DPO pairs; ties roll back."""
+    r = run.recipe
+    problems = iteration_problems(run, iteration)
+    policy_dir = run.state["policy_dir"]
+    generator = run.roles.generator(policy_dir)
+    style = get_style(STYLE)
+    cfg = search_config(run)
+    if r.loop.mode == "guided":
+        from rprm_ray.search.greedy import greedy_search
+
+        results, step_pairs = greedy_search(problems, generator, run.roles.judge(run.state["judge_dir"]), cfg,
+                                            style, rollback_on_tie=r.loop.rollback_on_tie)
+    else:
+        from rprm_ray.search.self_judged import self_judged_search
+
+        results, step_pairs = self_judged_search(problems, generator, run.roles.judge(policy_dir), cfg, style,
+                                                 rollback_on_tie=r.loop.rollback_on_tie)
+    finished = sum(bool(f) for f in results.column("finished").to_pylist())
+    return StageResult(
+        metrics={"problems": problems.num_rows, "finished": finished, "pairs": step_pairs.num_rows},
+        tables={"search_results": (results, "search_results"), "pairs": (step_pairs, "preference_pairs")},
+    )
+
+
+def step_dpo_stage(run: Run, iteration: int) -> StageResult:
+    key = f"iter_{iteration}"
+    pairs = run.table(f"{key}/search", "pairs", "preference_pairs")
+    if pairs.num_rows == 0:
+        run.say("       no step pairs this iteration: the policy is unchanged")
+        return StageResult(metrics={"pairs": 0})
+    out_dir = run.model_dir(f"{key}/step_dpo")
+    metrics, with_ref = train_dpo(run, Path(run.state["policy_dir"]), pairs, out_dir, f"step-dpo-{iteration}")
+    return StageResult(metrics={**metrics, "pairs": pairs.num_rows},
+                       tables={"pairs_with_reference": (with_ref, "preference_pairs")},
+                       state={"policy_dir": str(out_dir)})

@@ -1,0 +1,74 @@
+"""Training stages: supervised bootstraps (cached across runs) and DPO, through the Trainer role."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from rprm_ray import tiny
+from rprm_ray.loop import Run
+
+
+def cache_key(kind: str, *parts: Any) -> str:
+    """A model cache key from everything that determines the trained weights."""
+    text = json.dumps([kind, *parts], sort_keys=True, default=str)
+    return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def base_model(run: Run, which: str) -> Path:
+    """The untrained starting point of `which` ("policy" / "judge"): built once, then reused."""
+    spec = run.recipe.models.policy if which == "policy" else run.recipe.models.judge
+    key = cache_key(f"base-{which}", spec.model_dump(mode="json"), run.recipe.seed)
+    return Path(tiny.ensure_model(spec, run.recipe.model_cache, key, seed=run.recipe.seed))
+
+
+def train_sft(run: Run, init_dir: Path, table: pa.Table, steps: int, out_dir: Path, name: str) -> dict[str, Any]:
+    trainer = run.roles.trainer(init_dir, name=name)
+    try:
+        metrics = trainer.sft(table, steps=steps)
+        checksum = trainer.save(out_dir)
+    finally:
+        trainer.shutdown()
+    finish_checkpoint(out_dir, checksum, {"stage": name, "init": str(init_dir), "steps": steps})
+    return _plain(metrics)
+
+
+def train_dpo(run: Run, init_dir: Path, pairs: pa.Table, out_dir: Path, name: str) -> tuple[dict[str, Any], pa.Table]:
+    """Reference log-probs from the frozen `init_dir` weights first, then DPO; one model resident."""
+    trainer = run.roles.trainer(init_dir, name=name)
+    try:
+        pairs = trainer.add_reference_logps(pairs)
+        metrics = trainer.dpo(pairs, epochs=run.recipe.trainer.dpo_epochs)
+        checksum = trainer.save(out_dir)
+    finally:
+        trainer.shutdown()
+    finish_checkpoint(out_dir, checksum, {"stage": name, "init": str(init_dir), "pairs": pairs.num_rows})
+    return _plain(metrics), pairs
+
+
+def finish_checkpoint(out_dir: Path, checksum: str, info: dict[str, Any]) -> None:
+    (Path(out_dir) / "checksum.txt").write_text(checksum + "\n")
+    tiny.mark_complete(out_dir, {**info, "checksum": checksum})
+
+
+def cached_sft(run: Run, key: str, init_dir: Path, table: pa.Table, steps: int, name: str) -> tuple[Path, dict]:
+    """SFT into the model cache under `key`, or reuse an earlier run's result with the same key."""
+    out_dir = Path(run.recipe.model_cache) / key
+    info = out_dir / "train_metrics.json"
+    if tiny.is_complete(out_dir) and info.is_file():
+        run.say(f"       reusing {out_dir} (same recipe inputs)")
+        return out_dir, {**json.loads(info.read_text()), "reused": True}
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # an interrupted earlier attempt
+    metrics = train_sft(run, init_dir, table, steps, out_dir, name)
+    info.write_text(json.dumps(metrics))
+    return out_dir, {**metrics, "reused": False}
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}

@@ -1,0 +1,85 @@
+"""Teachers: the 'stronger LLM' that writes R-PRM seed critiques for labeled steps.
+
+Three kinds, chosen by `models.teacher.kind`:
+- programmatic: the embedded world's rule-based teacher (always right; the tiny-world stand-in);
+- vllm: a local vLLM model sampled through the engines interface;
+- openai: any OpenAI-compatible endpoint (`url`, `model`, key from the `api_key_env` variable).
+
+All return a `critiques` table: K critiques per labeled step, with `label` copied from the step so
+the SFT filter (keep critiques that agree with the label) can run next. The label is never shown
+to the teacher (method_spec A2: the paper's prompt has no label slot).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pyarrow as pa
+
+from rprm_ray import batches
+from rprm_ray.config import SamplingConfig, TeacherConfig
+from rprm_ray.prompts import PromptStyle, parse_verdict
+
+
+class TeacherError(RuntimeError):
+    pass
+
+
+def _critique_rows(steps: pa.Table, style: PromptStyle, write: Callable[[list[str], int], list[list[str]]],
+                   k: int) -> pa.Table:
+    rows = steps.to_pylist()
+    prompts = [style.judge_prompt(r["question"], r["previous_steps"], r["now_step"]) for r in rows]
+    texts = write(prompts, k)
+    out = []
+    for row, prompt, samples in zip(rows, prompts, texts, strict=True):
+        for i, critique in enumerate(samples):
+            verdict = parse_verdict(critique)
+            out.append(
+                dict(problem_id=row["problem_id"], solution_id=row["solution_id"], step_idx=row["step_idx"],
+                     sample_idx=i, prompt=prompt, critique=critique, verdict=verdict,
+                     valid=verdict is not None, p_yes=None, label=row["label"])
+            )
+    return batches.from_rows(out, "critiques")
+
+
+def programmatic_critiques(steps: pa.Table, style: PromptStyle, k: int) -> pa.Table:
+    from rprm_ray.tasks import arith
+
+    def write(prompts: list[str], k: int) -> list[list[str]]:
+        rows = steps.to_pylist()
+        return [[arith.teacher_critique(r["question"], r["previous_steps"], r["now_step"])] * k for r in rows]
+
+    return _critique_rows(steps, style, write, k)
+
+
+def engine_critiques(steps: pa.Table, style: PromptStyle, engine, k: int, sampling: SamplingConfig) -> pa.Table:
+    def write(prompts: list[str], k: int) -> list[list[str]]:
+        return [[c.text for c in comps] for comps in engine.generate(prompts, n=k, sampling=sampling)]
+
+    return _critique_rows(steps, style, write, k)
+
+
+def openai_critiques(steps: pa.Table, style: PromptStyle, cfg: TeacherConfig, k: int,
+                     max_tokens: int) -> pa.Table:
+    try:
+        import openai
+    except ImportError:
+        raise TeacherError("models.teacher.kind 'openai' needs the `openai` package (pip install openai)") from None
+    key = os.environ.get(cfg.api_key_env or "", "") if cfg.api_key_env else "EMPTY"
+    if cfg.api_key_env and not key:
+        raise TeacherError(f"models.teacher.api_key_env: environment variable {cfg.api_key_env} is not set")
+    client = openai.OpenAI(base_url=cfg.url, api_key=key)
+
+    def write(prompts: list[str], k: int) -> list[list[str]]:
+        out = []
+        for prompt in prompts:
+            try:
+                resp = client.completions.create(model=cfg.model, prompt=prompt, n=k, max_tokens=max_tokens,
+                                                 temperature=cfg.temperature)
+            except openai.OpenAIError as exc:  # the key is never part of the message
+                raise TeacherError(f"teacher endpoint {cfg.url}: {type(exc).__name__}: {exc}") from None
+            out.append([c.text for c in resp.choices])
+        return out
+
+    return _critique_rows(steps, style, write, k)
