@@ -83,6 +83,8 @@ class TeacherConfig(_Strict):
 
 
 class ModelsConfig(_Strict):
+    # compact: the tiny char-level format; paper: R-PRM / PSRLM prompts for real chat models.
+    prompt_style: Literal["compact", "paper"] = "compact"
     policy: ModelSpec = ModelSpec()
     # None: the policy judges itself (PSRLM self-rewarding); otherwise a separate R-PRM judge.
     judge: ModelSpec | None = ModelSpec()
@@ -93,11 +95,28 @@ class ModelsConfig(_Strict):
 # The embedded task
 
 
-class TaskConfig(_Strict):
-    """The embedded arithmetic world: seeded multi-step integer problems. Eval problems never
-    appear in training (the generator de-duplicates across splits by expression)."""
+class DatasetSources(_Strict):
+    """Real data for `task.kind: dataset`: local JSON/JSONL files or hub names (with a network).
 
-    kind: Literal["arith"] = "arith"
+    Problems: rows with a question and a reference answer (GSM8K / MATH / NuminaMath style).
+    Labeled steps: ProcessBench-format solutions (problem, steps, label = first wrong step or -1),
+    e.g. PRM800K converted to that form, for R-PRM judge training and F1.
+    """
+
+    train_problems: str
+    eval_problems: str
+    train_labeled_solutions: str | None = None
+    eval_labeled_solutions: str | None = None
+    split: str = "train"  # hub split for train_problems (eval uses "test")
+
+
+class TaskConfig(_Strict):
+    """Where problems come from. `arith`: the embedded world, seeded multi-step integer problems
+    (eval problems never appear in training: the generator de-duplicates splits by expression).
+    `dataset`: real benchmark files or hub datasets named in `dataset`."""
+
+    kind: Literal["arith", "dataset"] = "arith"
+    dataset: DatasetSources | None = None
     seed: int = 0
     train_problems: int = Field(20000, ge=1)
     eval_problems: int = Field(400, ge=1)
@@ -110,6 +129,8 @@ class TaskConfig(_Strict):
 
     @model_validator(mode="after")
     def _steps(self) -> TaskConfig:
+        if self.kind == "dataset" and self.dataset is None:
+            raise ValueError("task.kind 'dataset' needs task.dataset (train_problems, eval_problems, ...)")
         if self.min_steps > self.max_steps:
             raise ValueError(f"min_steps ({self.min_steps}) must be <= max_steps ({self.max_steps})")
         if not self.operators:
@@ -307,6 +328,10 @@ class Recipe(_Strict):
     def _cross(self) -> Recipe:
         if self.loop.mode in ("rprm", "guided") and self.models.judge is None:
             raise ValueError(f"loop.mode '{self.loop.mode}' needs models.judge (a separate R-PRM judge)")
+        if self.task.kind == "arith" and self.models.prompt_style != "compact":
+            raise ValueError("task.kind 'arith' is written in the compact style: set models.prompt_style: compact")
+        if self.task.kind == "dataset" and self.models.teacher.kind == "programmatic" and self.loop.mode != "psrlm":
+            raise ValueError("models.teacher.kind 'programmatic' only knows the arith task; use 'vllm' or 'openai'")
         if self.evaluation.eval_problems and self.evaluation.eval_problems > self.task.eval_problems:
             raise ValueError("evaluation.eval_problems cannot exceed task.eval_problems")
         return self
