@@ -252,7 +252,8 @@ def load_math_problems(source: str | Path, name: str | None = None, split: str |
         if question_field is None:
             raise DataError(f"{_where(source, i, row)}: missing field 'problem' (or 'question' / 'query')")
         question = _field(source, i, row, question_field, str)
-        raw_id = row.get("id", row.get("unique_id", i))
+        # datasets fills a key missing from one row with None, so look for the first real value
+        raw_id = next((row[k] for k in ("id", "unique_id") if row.get(k) is not None), i)
         if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
             raise DataError(f"{_where(source, i, row)}: field 'id' must be str or int, got {type(raw_id).__name__}")
         answer = None

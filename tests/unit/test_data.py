@@ -129,6 +129,11 @@ def test_math_row_errors(tmp_path):
         load_math_problems(path)
 
 
+def test_math_id_falls_back_to_row_index_where_a_row_has_none(tmp_path):
+    path = _write_jsonl(tmp_path / "m.jsonl", [{"id": 7, "problem": "a"}, {"problem": "b"}])
+    assert load_math_problems(path).column("problem_id").to_pylist() == ["m-7", "m-1"]
+
+
 def test_math_without_answers_and_with_name(tmp_path):
     path = _write_jsonl(tmp_path / "m.jsonl", [{"query": "what?"}, {"query": "who?"}])
     table = load_math_problems(path, name="custom")
