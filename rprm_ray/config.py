@@ -152,7 +152,7 @@ class SamplingConfig(_Strict):
 class GeneratorConfig(_Strict):
     backend: Literal["vllm", "transformers"] = "vllm"
     replicas: int = Field(1, ge=1)
-    num_gpus_per_replica: float = Field(0.0, ge=0.0)
+    num_gpus_per_replica: float = Field(0.0, ge=0.0)  # all GPUs of one engine (>= tensor_parallel_size)
     num_cpus_per_replica: float = Field(1.0, ge=0.0)
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0)
@@ -162,6 +162,17 @@ class GeneratorConfig(_Strict):
     candidates_per_step: int = Field(6, ge=2, le=64)  # PSRLM's w
     sampling: SamplingConfig = SamplingConfig(temperature=0.5, top_p=0.95, max_new_tokens=32)
     update_weights_timeout_s: float = Field(300.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _tp(self) -> GeneratorConfig:
+        _check_tensor_parallel(self.num_gpus_per_replica, self.tensor_parallel_size)
+        return self
+
+
+def _check_tensor_parallel(gpus: float, tp: int) -> None:
+    if gpus and tp > gpus:
+        raise ValueError(f"tensor_parallel_size ({tp}) needs at least that many GPUs per replica "
+                         f"(num_gpus_per_replica is {gpus:g})")
 
 
 class AutoscalingConfig(_Strict):
@@ -193,7 +204,7 @@ class JudgeConfig(_Strict):
     score: Literal["p_yes", "yes_fraction"] = "p_yes"
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_new_tokens=96)
-    num_gpus_per_replica: float = Field(0.0, ge=0.0)
+    num_gpus_per_replica: float = Field(0.0, ge=0.0)  # all GPUs of one engine (>= tensor_parallel_size)
     num_cpus_per_replica: float = Field(1.0, ge=0.0)
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0)
@@ -201,6 +212,11 @@ class JudgeConfig(_Strict):
     max_model_len_tokens: int = Field(512, ge=16)
     max_batch_rows_per_request: int = Field(256, ge=1)
     autoscaling: AutoscalingConfig = AutoscalingConfig()
+
+    @model_validator(mode="after")
+    def _tp(self) -> JudgeConfig:
+        _check_tensor_parallel(self.num_gpus_per_replica, self.tensor_parallel_size)
+        return self
 
 
 class PairsConfig(_Strict):

@@ -183,8 +183,7 @@ def format_plan(recipe: Recipe) -> str:
             + max_judges * recipe.judge.num_cpus_per_replica
             + recipe.trainer.num_workers * recipe.trainer.num_cpus_per_worker)
     gpus = (recipe.generator.replicas * recipe.generator.num_gpus_per_replica
-            * recipe.generator.tensor_parallel_size
-            + max_judges * recipe.judge.num_gpus_per_replica * recipe.judge.tensor_parallel_size
+            + max_judges * recipe.judge.num_gpus_per_replica
             + recipe.trainer.num_workers * recipe.trainer.num_gpus_per_worker)
     lines.append(f"peak demand: {cpus:g} CPUs, {gpus:g} GPUs (judge at max_replicas); "
                  f"mode {recipe.loop.mode}, {recipe.loop.iterations} iterations, run dir {recipe.run_dir}")

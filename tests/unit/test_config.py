@@ -63,6 +63,9 @@ def test_overrides_parse_yaml_values(tmp_path):
         (["search.strategy=beam", "search.samples_per_prompt=6"], "search", "multiple of beam_width"),
         (["evaluation.math_files=['/nonexistent/x.jsonl']"], "evaluation.math_files.0", "file not found"),
         (["models.teacher.kind=openai"], "models.teacher", "needs teacher.url"),
+        (["generator.num_gpus_per_replica=1", "generator.tensor_parallel_size=2"], "generator",
+         "tensor_parallel_size (2) needs at least that many GPUs"),
+        (["models.prompt_style=paper"], "(recipe)", "compact style"),
     ],
 )
 def test_bad_recipes_name_file_field_and_rule(override, field, words):
