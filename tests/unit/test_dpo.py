@@ -78,3 +78,43 @@ def test_dpo_loss_is_log2_at_reference_and_gradient_prefers_chosen() -> None:
     # d/dpc of -log sigma(beta (pc - pr)) at 0 = -beta * sigma(0) = -0.25; opposite for pr.
     assert pc.grad.item() == pytest.approx(-0.25, abs=1e-6)
     assert pr.grad.item() == pytest.approx(0.25, abs=1e-6)
+
+
+# ---- the trainer's collation: the loss sees completion tokens (and EOS) only ----------------
+
+
+def test_sft_collation_masks_prompt_and_padding() -> None:
+    from rprm_ray.tiny import EOS_ID, PAD_ID, build_tokenizer
+    from rprm_ray.training import collate, tokenize_rows
+
+    tok = build_tokenizer()
+    rows = tokenize_rows(tok, ["Q:1+2\n", "Q:10*3\n"], ["A:3\n", "10*3=30\nA:30\n"], max_len=64)
+    ids, mask = collate(rows, PAD_ID)
+    assert ids.shape == mask.shape == (2, len("Q:10*3\n10*3=30\nA:30\n") + 1)
+    first = ids[0].tolist()
+    n_prompt, n_completion = len("Q:1+2\n"), len("A:3\n") + 1  # + EOS
+    assert tok.decode(first[:n_prompt]) == "Q:1+2\n"
+    assert first[n_prompt + n_completion - 1] == EOS_ID
+    assert mask[0].tolist() == [0] * n_prompt + [1] * n_completion + [0] * (
+        ids.shape[1] - n_prompt - n_completion
+    )
+    assert first[n_prompt + n_completion :] == [PAD_ID] * (ids.shape[1] - n_prompt - n_completion)
+    assert mask[1].sum().item() == len("10*3=30\nA:30\n") + 1
+
+
+def test_tokenize_rows_truncates_right_and_keeps_prompt_boundary() -> None:
+    from rprm_ray.tiny import build_tokenizer
+    from rprm_ray.training import tokenize_rows
+
+    tok = build_tokenizer()
+    (row,) = tokenize_rows(tok, ["Q:1\n"], ["abcdefgh"], max_len=6, append_eos=False)
+    assert row.n_prompt == 4 and tok.decode(row.ids) == "Q:1\nab"
+
+
+def test_lr_schedule_warms_up_then_decays_to_floor() -> None:
+    from rprm_ray.training import lr_at
+
+    lrs = [lr_at(s, 100, 1.0, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lr_at(100, 100, 1.0, 0.1) == pytest.approx(0.1)  # floor = 10% of peak
