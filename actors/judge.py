@@ -1,0 +1,312 @@
+"""ProcessJudge: the R-PRM / PSRLM process judge as an elastic Ray Serve deployment.
+
+Each replica holds one engine (vLLM by default). Methods take and return Arrow tables:
+`score_steps(labeled_steps, k)` -> (critiques, step_scores) and `compare(candidates)` ->
+pairwise_judgments; all parsing and scoring lives in `rprm_ray.judging`. Replicas scale between the
+recipe's min and max with the number of ongoing requests (`judge.autoscaling`).
+
+New weights (self-rewarding: judge = policy, or a freshly DPO-trained judge) arrive as a
+`user_config` {"model_dir", "checksum"}: Serve calls `reconfigure` on every live replica, which
+loads the weights in place and checks the engine's checksum, and replicas started later load the
+same weights before they take traffic. Serve only reconfigures in place when the deployment's
+version is unchanged; `serve.run` otherwise draws a random version and replaces every replica, so
+the driver pins one version per `JudgeClient` (see `_bind`).
+
+Driver side: `deploy_judge(...)` starts Serve bound to 127.0.0.1 (unless the recipe says otherwise)
+and returns a `JudgeClient`, which splits large tables into requests of
+`judge.max_batch_rows_per_request` rows, sends them concurrently (so the autoscaler sees the
+load) and puts the results back together in row order.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from ray import serve
+
+from actors.metrics import RoleMetrics
+from rprm_ray import batches, judging
+from rprm_ray.config import JudgeConfig, Recipe, SamplingConfig
+
+ROLE = "ProcessJudge"
+# Top-k log-probs per generated token: the verdict position needs both "Yes" and "No" among the
+# candidates for P(Yes); k=5 keeps both for any judge that has learned the verdict line.
+VERDICT_TOP_LOGPROBS = 5
+
+
+@serve.deployment(name=ROLE)
+class ProcessJudge:
+    """One replica: one engine, one request at a time on it (engines are not thread-safe and
+    Serve runs sync methods in a thread pool)."""
+
+    def __init__(self, judge_cfg: dict[str, Any], style_name: str, engine_overrides: dict[str, Any]):
+        from rprm_ray.prompts import get_style
+
+        self.cfg = JudgeConfig.model_validate(judge_cfg)
+        self.style = get_style(style_name)
+        self.engine_overrides = engine_overrides  # dtype / trust_remote_code from the model spec
+        self.engine: Any = None  # built by the first reconfigure, from the user_config's model_dir
+        self.checksum: str | None = None
+        self._lock = threading.Lock()
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
+        self.metrics = RoleMetrics("judge", replica=self.replica_id)
+
+    # ---- weights ------------------------------------------------------------------------------
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Load the weights `user_config` names (in place when an engine is running) and check the
+        engine's checksum against the expected one, when given."""
+        model_dir = user_config.get("model_dir")
+        expected = user_config.get("checksum")
+        if not model_dir:
+            raise ValueError(f"{ROLE}.reconfigure: user_config needs 'model_dir', got {user_config!r}")
+        with self._lock:
+            if self.engine is None:
+                from rprm_ray.engines import make_engine
+
+                self.engine = make_engine(model_dir, self.cfg.backend, self.cfg, **self.engine_overrides)
+            elif model_dir != self.engine.model_dir or (expected and expected != self.checksum):
+                self.engine.load_weights(model_dir)
+            else:
+                return
+            self.checksum = self.engine.weights_checksum()
+        if expected and self.checksum != expected:
+            raise RuntimeError(
+                f"{ROLE}.reconfigure: weights loaded from {model_dir} have checksum "
+                f"{self.checksum[:12]}…, expected {expected[:12]}…"
+            )
+        self.metrics.count("judge_weight_loads")
+
+    def info(self) -> dict[str, Any]:
+        """Which replica answered, which weights it holds, and its running totals."""
+        return {
+            "totals": dict(self.metrics.totals),
+            "replica_id": self.replica_id,
+            "pid": os.getpid(),
+            "model_dir": self.engine.model_dir,
+            "checksum": self.checksum,
+        }
+
+    # ---- judging ------------------------------------------------------------------------------
+
+    def score_steps(
+        self, labeled_steps: pa.Table, k: int | None = None, sampling: SamplingConfig | None = None
+    ) -> tuple[pa.Table, pa.Table]:
+        """Pointwise R-PRM: K critiques per step (K = judge.critiques_per_step and sampling =
+        judge.sampling unless given)."""
+        where = f"{ROLE}.score_steps"
+        steps = batches.validate(labeled_steps, "labeled_steps", where=where)
+        k = k or self.cfg.critiques_per_step
+        sampling = sampling or self.cfg.sampling
+        prompts = judging.judge_prompts(steps, self.style, where=where)
+        # Greedy decoding gives K identical critiques: generate one and repeat it (vLLM also
+        # refuses n > 1 without sampling).
+        n = 1 if sampling.temperature == 0 else k
+        with self._lock:
+            completions = self.engine.generate(prompts, n=n, sampling=sampling, logprobs=VERDICT_TOP_LOGPROBS)
+        if n != k:
+            completions = [outs * k for outs in completions]
+        critiques = judging.critique_rows(steps, prompts, completions, where=where)
+        scores = judging.step_score_rows(critiques, self.cfg.score, where=where)
+        counts = judging.critique_counts(critiques)
+        self.metrics.rows(steps.num_rows, critiques.num_rows)
+        self.metrics.count("judge_critiques", counts.total)
+        self.metrics.count("judge_invalid_critiques", counts.invalid)
+        return critiques, scores
+
+    def compare(self, candidates: pa.Table, sampling: SamplingConfig | None = None) -> pa.Table:
+        """Pairwise PSRLM: every pair of candidates of a prefix, in both orders."""
+        where = f"{ROLE}.compare"
+        requests = judging.pairwise_requests(candidates, where=where)
+        prompts = judging.pairwise_prompts(requests, self.style)
+        with self._lock:
+            completions = self.engine.generate(prompts, n=1, sampling=sampling or self.cfg.sampling)
+        judgments = judging.pairwise_rows(requests, completions, where=where)
+        counts = judging.pairwise_counts(judgments)
+        self.metrics.rows(candidates.num_rows, judgments.num_rows)
+        self.metrics.count("judge_invalid_pairwise", counts.invalid)
+        self.metrics.count("judge_position_inconsistent", counts.position_inconsistent)
+        return judgments
+
+
+# ------------------------------------------------------------------------------------------------
+# Driver side
+
+
+def _serve_options(cfg: JudgeConfig) -> dict[str, Any]:
+    auto = cfg.autoscaling
+    autoscaling: dict[str, Any] = {
+        "min_replicas": auto.min_replicas,
+        "max_replicas": auto.max_replicas,
+        "target_ongoing_requests": auto.target_ongoing_requests,
+        "upscale_delay_s": auto.upscale_delay_s,
+        "downscale_delay_s": auto.downscale_delay_s,
+    }
+    if auto.initial_replicas is not None:
+        autoscaling["initial_replicas"] = auto.initial_replicas
+    return {
+        "autoscaling_config": autoscaling,
+        # One request runs on the engine while one more waits in the replica; the rest wait at the
+        # handle, where the autoscaler counts them and a new replica can take them.
+        "max_ongoing_requests": max(2, math.ceil(auto.target_ongoing_requests)),
+        "ray_actor_options": {
+            "num_cpus": cfg.num_cpus_per_replica,
+            "num_gpus": cfg.num_gpus_per_replica,
+        },
+    }
+
+
+class JudgeClient:
+    """Driver-side access to a deployed ProcessJudge application."""
+
+    def __init__(
+        self, name: str, cfg: JudgeConfig, style_name: str, model_dir: str, engine_overrides: dict[str, Any]
+    ):
+        self.name = name
+        self.cfg = cfg
+        self.style_name = style_name
+        self.engine_overrides = engine_overrides
+        self.model_dir = model_dir
+        self.checksum: str | None = None
+        self._version = f"{ROLE}-{uuid.uuid4().hex[:12]}"
+        self.handle: Any = None
+
+    def _bind(self) -> Any:
+        # `version` pins the deployment's code version for this client's lifetime, which is what
+        # makes a user_config change a lightweight in-place reconfigure (Ray 2.60 hides the
+        # argument behind `_internal`; the integration test checks replicas survive an update).
+        deployment = ProcessJudge.options(
+            user_config={"model_dir": self.model_dir, "checksum": self.checksum},
+            version=self._version,
+            _internal=True,
+            **_serve_options(self.cfg),
+        )
+        return deployment.bind(self.cfg.model_dump(mode="json"), self.style_name, self.engine_overrides)
+
+    def _run(self) -> None:
+        self.handle = serve.run(self._bind(), name=self.name, route_prefix=None)
+
+    # ---- judging ------------------------------------------------------------------------------
+
+    def score_steps(
+        self, labeled_steps: pa.Table, k: int | None = None, sampling: SamplingConfig | None = None
+    ) -> tuple[pa.Table, pa.Table]:
+        """(critiques, step_scores) in `labeled_steps` row order; see ProcessJudge.score_steps."""
+        steps = batches.validate(labeled_steps, "labeled_steps", where=f"{ROLE}.score_steps")
+        if steps.num_rows == 0:
+            return batches.empty("critiques"), batches.empty("step_scores")
+        size = self.cfg.max_batch_rows_per_request
+        chunks = [steps.slice(i, size) for i in range(0, steps.num_rows, size)]
+        responses = [self.handle.score_steps.remote(chunk, k, sampling) for chunk in chunks]
+        results = [r.result() for r in responses]
+        return (
+            batches.concat([c for c, _ in results], "critiques"),
+            batches.concat([s for _, s in results], "step_scores"),
+        )
+
+    def compare(self, candidates: pa.Table, sampling: SamplingConfig | None = None) -> pa.Table:
+        """pairwise_judgments, prefixes in first-appearance order; see ProcessJudge.compare."""
+        table = batches.validate(candidates, "candidates", where=f"{ROLE}.compare")
+        if table.num_rows == 0:
+            return batches.empty("pairwise_judgments")
+        chunks = judging.prefix_chunks(table, self.cfg.max_batch_rows_per_request)
+        responses = [self.handle.compare.remote(chunk, sampling) for chunk in chunks]
+        return batches.concat([r.result() for r in responses], "pairwise_judgments")
+
+    # ---- weights and replicas -----------------------------------------------------------------
+
+    def update_weights(self, model_dir: str | Path, checksum: str | None = None, timeout_s: float = 300.0) -> str:
+        """Push new weights to every replica (in place) and wait until the replicas that answer
+        report them. Returns the checksum the replicas hold."""
+        self.model_dir = str(Path(model_dir).resolve())
+        self.checksum = checksum
+        self._run()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            infos = self.replica_info()
+            held = {i["checksum"] for i in infos.values()}
+            dirs = {i["model_dir"] for i in infos.values()}
+            if dirs == {self.model_dir} and len(held) == 1 and (checksum is None or held == {checksum}):
+                self.checksum = held.pop()
+                return self.checksum
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{ROLE} '{self.name}': replicas still hold other weights after {timeout_s:.0f}s: "
+                    f"{ {rid: (i['model_dir'], (i['checksum'] or '')[:12]) for rid, i in infos.items()} }"
+                )
+            time.sleep(1.0)
+
+    def replica_info(self, probes: int = 8) -> dict[str, dict[str, Any]]:
+        """`info()` of the replicas that answered `probes` concurrent calls, by replica id."""
+        responses = [self.handle.info.remote() for _ in range(probes)]
+        return {i["replica_id"]: i for i in (r.result() for r in responses)}
+
+    def replica_states(self) -> dict[str, int]:
+        """Replica counts by state ("RUNNING", "STARTING", ...) from serve.status()."""
+        app = serve.status().applications.get(self.name)
+        if app is None or ROLE not in app.deployments:
+            return {}
+        states = app.deployments[ROLE].replica_states
+        return {getattr(state, "value", str(state)): int(n) for state, n in states.items()}
+
+    def as_step_scorer(self) -> JudgeStepScorer:
+        """This judge as search's `StepScorer` (step_scores only, judge.sampling)."""
+        return JudgeStepScorer(self)
+
+    def running_replicas(self) -> int:
+        return self.replica_states().get("RUNNING", 0)
+
+    def shutdown(self) -> None:
+        serve.delete(self.name)
+
+
+class JudgeStepScorer:
+    """`rprm_ray.search.base.StepScorer` over a JudgeClient: `score_steps` -> step_scores."""
+
+    def __init__(self, client: JudgeClient):
+        self.client = client
+
+    def score_steps(self, labeled_steps: pa.Table) -> pa.Table:
+        return self.client.score_steps(labeled_steps)[1]
+
+
+def deploy_judge(
+    recipe_or_judge_cfg: Recipe | JudgeConfig,
+    model_dir: str | Path,
+    *,
+    name: str = "judge",
+    style_name: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> JudgeClient:
+    """Start Serve (HTTP bound to 127.0.0.1 unless the recipe or `host` says otherwise), deploy
+    the ProcessJudge application `name` on `model_dir`, wait until it runs, return its client.
+    With a Recipe, the prompt style and the engine's dtype / trust_remote_code come from its
+    `models` section (the judge's spec, or the policy's when the policy judges itself); with a
+    bare JudgeConfig the style defaults to "compact". Needs a connected Ray cluster."""
+    engine_overrides: dict[str, Any] = {}
+    if isinstance(recipe_or_judge_cfg, Recipe):
+        recipe = recipe_or_judge_cfg
+        cfg = recipe.judge
+        spec = recipe.models.judge or recipe.models.policy
+        engine_overrides = {"dtype": spec.dtype, "trust_remote_code": spec.trust_remote_code}
+        style_name = style_name or recipe.models.prompt_style
+        host = host or recipe.resources.serve_host
+        port = port or recipe.resources.serve_port
+    else:
+        cfg = recipe_or_judge_cfg
+    path = Path(model_dir).resolve()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{ROLE}: model directory {path} has no config.json")
+    serve.start(http_options={"host": host or "127.0.0.1", "port": port or 8000})
+    client = JudgeClient(name, cfg, style_name or "compact", str(path), engine_overrides)
+    client._run()
+    client.checksum = client.replica_info(probes=1).popitem()[1]["checksum"]
+    return client
