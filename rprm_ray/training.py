@@ -124,6 +124,23 @@ def collate(rows: list[TokenizedRow], pad_id: int) -> tuple[torch.Tensor, torch.
     return ids, mask
 
 
+def length_grouped_batches(
+    lengths: list[int], size: int, rng: random.Random, group: int = 32
+) -> Iterator[list[int]]:
+    """Endless micro batches of row indices. Each epoch is shuffled, then every window of `group`
+    micro batches is sorted by length before it is cut, so a micro batch holds rows of similar
+    length (less padding, faster steps); the windows' batches are yielded in random order."""
+    order = list(range(len(lengths)))
+    while True:
+        rng.shuffle(order)
+        window = size * group
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start : start + window], key=lengths.__getitem__)
+            cut = [chunk[i : i + size] for i in range(0, len(chunk), size)]
+            rng.shuffle(cut)
+            yield from cut
+
+
 def lr_at(step: int, total: int, peak: float, warmup_ratio: float, floor_ratio: float = 0.1) -> float:
     """Linear warm-up to `peak`, then cosine decay to `floor_ratio * peak` at `total` steps."""
     warmup = int(round(total * warmup_ratio))
@@ -217,7 +234,12 @@ class DeepSpeedTrainer:
         self.lr = lr if lr is not None else trainer_cfg.lr
         self.total_steps = total_steps
         self.progress = progress
-        torch.set_num_threads(num_threads or available_cpus())
+        # Every core this process may use, unless the caller chose already (Ray actors set
+        # OMP_NUM_THREADS from their CPU request and then pick the thread count themselves).
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        elif "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(available_cpus())
         self.backend = _init_distributed(trainer_cfg.deepspeed.backend)
 
         torch.manual_seed(trainer_cfg.seed)
@@ -249,15 +271,9 @@ class DeepSpeedTrainer:
     def _logits(self, ids: torch.Tensor) -> torch.Tensor:
         return self.engine(input_ids=ids.to(self.device)).logits
 
-    def _micro_batches(self, n_rows: int, size: int, epochs: float | None) -> Iterator[list[int]]:
-        """Shuffled row indices, micro batch by micro batch, epoch after epoch (forever if None)."""
-        order = list(range(n_rows))
-        done = 0
-        while epochs is None or done < epochs:
-            self._rng.shuffle(order)
-            for start in range(0, n_rows, size):
-                yield order[start : start + size]
-            done += 1
+    def _micro_batches(self, lengths: list[int], size: int) -> Iterator[list[int]]:
+        """Shuffled row indices, micro batch by micro batch, epoch after epoch, forever."""
+        yield from length_grouped_batches(lengths, size, self._rng)
 
     def _bar(self, total: int, desc: str) -> Any:
         from tqdm.auto import tqdm
@@ -299,7 +315,7 @@ class DeepSpeedTrainer:
         )
         n_steps = self._optimizer_steps(len(rows), steps, epochs)
         gas = self.cfg.gradient_accumulation_steps
-        batches = self._micro_batches(len(rows), self.cfg.micro_batch_size_per_device, None)
+        batches = self._micro_batches([len(r.ids) for r in rows], self.cfg.micro_batch_size_per_device)
         losses: list[float] = []
         old_progress, self.progress = self.progress, self.progress if progress is None else progress
         self.engine.train()
@@ -411,7 +427,10 @@ class DeepSpeedTrainer:
         n_steps = self._optimizer_steps(len(chosen), None, epochs)
         peak = lr if lr is not None else self.cfg.dpo_lr
         gas = self.cfg.gradient_accumulation_steps
-        batches = self._micro_batches(len(chosen), self.cfg.micro_batch_size_per_device, None)
+        batches = self._micro_batches(
+            [max(len(c.ids), len(r.ids)) for c, r in zip(chosen, rejected, strict=True)],
+            self.cfg.micro_batch_size_per_device,
+        )
         sums = {"loss": 0.0, "reward_accuracy": 0.0, "margin": 0.0, "chosen_reward": 0.0,
                 "rejected_reward": 0.0, "nll": 0.0}
         n_micro = 0
