@@ -48,6 +48,16 @@ class Run:
         self.manifest = manifest
         self.roles = roles
         self.log_lines: list[str] = []
+        self._task: Any = None
+
+    @property
+    def task(self) -> Any:
+        """The world this run trains on (`rprm_ray.tasks.make_task`), built on first use."""
+        if self._task is None:
+            from rprm_ray.tasks import make_task
+
+            self._task = make_task(self.recipe)
+        return self._task
 
     # ---- creation -------------------------------------------------------------------------
     @classmethod

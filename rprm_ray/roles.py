@@ -40,9 +40,9 @@ def init_ray(recipe: Recipe) -> None:
 
 
 class Roles:
-    def __init__(self, recipe: Recipe, style_name: str):
+    def __init__(self, recipe: Recipe):
         self.recipe = recipe
-        self.style_name = style_name
+        self.style_name = recipe.models.prompt_style
         self._generator: Any = None
         self._generator_dir: str | None = None
         self._judge: Any = None

@@ -43,14 +43,14 @@ def _critique_rows(steps: pa.Table, style: PromptStyle, write: Callable[[list[st
     return batches.from_rows(out, "critiques")
 
 
-def programmatic_critiques(steps: pa.Table, style: PromptStyle, k: int) -> pa.Table:
-    from rprm_ray.tasks import arith
+def programmatic_critiques(steps: pa.Table, task, k: int) -> pa.Table:
+    """The task's rule-based teacher (the embedded world's); deterministic, so K copies."""
 
     def write(prompts: list[str], k: int) -> list[list[str]]:
         rows = steps.to_pylist()
-        return [[arith.teacher_critique(r["question"], r["previous_steps"], r["now_step"])] * k for r in rows]
+        return [[task.teacher_critique(r["question"], r["previous_steps"], r["now_step"])] * k for r in rows]
 
-    return _critique_rows(steps, style, write, k)
+    return _critique_rows(steps, task.style, write, k)
 
 
 def engine_critiques(steps: pa.Table, style: PromptStyle, engine, k: int, sampling: SamplingConfig) -> pa.Table:

@@ -47,7 +47,7 @@ def execute(recipe, resume_dir: Path | None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     init_ray(recipe)
-    run.roles = Roles(recipe, style_name="compact")
+    run.roles = Roles(recipe)
     try:
         run_pipeline(run)
     finally:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from rprm_ray.evaluation.bon import BonProblem, evaluate_best_of_n
 from rprm_ray.loop import Run, StageResult
-from rprm_ray.prompts import get_style
 from rprm_ray.search.best_of_n import score_solutions, solution_id
-from rprm_ray.stages.policy import STYLE, eval_problems, grade_solutions, solution_sampling
+from rprm_ray.stages.policy import eval_problems, grade_solutions, solution_sampling
 
 AGGREGATIONS = ("min", "last", "prod", "mean")
 
@@ -21,7 +20,7 @@ def best_of_n_stage(run: Run) -> StageResult:
     generator = run.roles.generator(run.state["policy_dir"])
     judge = run.roles.judge(run.state["judge_dir"])
     solutions = generator.generate(problems, n=n_max, sampling=solution_sampling(run, r.search.sampling.temperature, 7))
-    solutions = grade_solutions(solutions, problems)
+    solutions = grade_solutions(run, solutions, problems)
     scores = score_solutions(solutions, judge)
     by_problem: dict[str, list[dict]] = {}
     for sol in sorted(solutions.to_pylist(), key=lambda s: (s["problem_id"], s["sample_idx"])):
@@ -55,7 +54,7 @@ def beam_stage(run: Run) -> StageResult:
     generator = run.roles.generator(run.state["policy_dir"])
     judge = run.roles.judge(run.state["judge_dir"])
     cfg = r.search.model_copy(update={"strategy": "beam"})
-    results = run_beam(problems, generator, judge, cfg, get_style(STYLE))
+    results = run_beam(problems, generator, judge, cfg, run.task.style)
     rows = results.to_pylist()
     correct = sum(bool(x["correct"]) for x in rows)
     return StageResult(

@@ -12,24 +12,19 @@ from rprm_ray import batches, pairs, teachers
 from rprm_ray.config import SamplingConfig
 from rprm_ray.evaluation.processbench import harmonic_f1, predicted_first_error
 from rprm_ray.loop import Run, StageResult
-from rprm_ray.prompts import get_style
 from rprm_ray.scoring import step_scores_from_critiques
 from rprm_ray.stages import data
 from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, train_dpo
-from rprm_ray.tasks import arith
-
-STYLE = "compact"
-
 
 # ---- seed data ----------------------------------------------------------------------------
 
 
 def teacher_critiques(run: Run, steps: pa.Table) -> pa.Table:
     teacher = run.recipe.models.teacher
-    style = get_style(STYLE)
+    style = run.task.style
     k = teacher.critiques_per_step
     if teacher.kind == "programmatic":
-        return teachers.programmatic_critiques(steps, style, k)
+        return teachers.programmatic_critiques(steps, run.task, k)
     sampling = SamplingConfig(temperature=teacher.temperature, top_p=0.95,
                               max_new_tokens=run.recipe.judge.sampling.max_new_tokens, seed=run.recipe.seed)
     if teacher.kind == "openai":
@@ -49,8 +44,7 @@ def judge_seed_stage(run: Run) -> StageResult:
     seed_sft = pairs.sft_filter(critiques, seed=run.recipe.pairs.seed, balance=True)
     table = seed_sft
     if run.recipe.bootstrap.judge_mix_policy_data:
-        problems = list(data.arith_problems(data.problems(run, "train")).values())
-        table = batches.concat([seed_sft, arith.policy_sft_table(problems)], "sft_examples")
+        table = batches.concat([seed_sft, run.task.policy_sft(data.problems(run, "train"))], "sft_examples")
     valid = int(pc.sum(critiques.column("valid")).as_py() or 0)
     return StageResult(
         metrics={"teacher_critiques": critiques.num_rows, "teacher_valid": valid,
@@ -92,11 +86,12 @@ def first_error_f1(steps: pa.Table, step_scores: pa.Table, threshold: float) -> 
 
 
 def eval_steps(run: Run) -> pa.Table:
+    """Held-out labeled steps, limited to the first `evaluation.eval_problems` solutions."""
     steps = data.labeled_steps(run, "eval")
     limit = run.recipe.evaluation.eval_problems
     if limit:
-        keep = set(data.problems(run, "eval").column("problem_id").to_pylist()[:limit])
-        steps = steps.filter(pc.is_in(steps.column("problem_id"), pa.array(sorted(keep))))
+        keep = list(dict.fromkeys(steps.column("solution_id").to_pylist()))[:limit]
+        steps = steps.filter(pc.is_in(steps.column("solution_id"), pa.array(keep)))
     return steps
 
 
@@ -132,7 +127,7 @@ def judge_samples_stage(run: Run) -> StageResult:
     chosen, disagreeing = rejected (built next by the PairBuilder)."""
     r = run.recipe
     steps = data.labeled_steps(run, "train")
-    n = min(steps.num_rows, r.loop.problems_per_iteration * (r.task.max_steps + 1))
+    n = min(steps.num_rows, r.loop.problems_per_iteration * 4)
     steps = steps.slice(0, n)
     judge = run.roles.judge(run.state["judge_sft_dir"])
     sampled = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=r.judge.sampling.max_new_tokens,

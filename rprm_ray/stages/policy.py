@@ -10,23 +10,20 @@ import pyarrow as pa
 from rprm_ray import batches
 from rprm_ray.config import SamplingConfig, SearchConfig
 from rprm_ray.loop import Run, StageResult
-from rprm_ray.prompts import get_style
 from rprm_ray.stages import data
 from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, train_dpo
-from rprm_ray.tasks import arith
-
-STYLE = "compact"
 
 
 def policy_sft_stage(run: Run) -> StageResult:
     """M1: the policy learns the step format from reference solutions (PSRLM's IFT). In `psrlm`
     mode the same model also learns pairwise judging (EFT), since it will judge itself."""
     r = run.recipe
-    train = list(data.arith_problems(data.problems(run, "train")).values())
-    table = arith.policy_sft_table(train)
+    train = data.problems(run, "train")
+    table = run.task.policy_sft(train)
     if r.loop.mode == "psrlm" and r.bootstrap.pairwise_judge_examples:
-        eft = arith.pairwise_sft_table(train, r.task.seed, r.bootstrap.pairwise_judge_examples)
-        table = batches.concat([table, eft], "sft_examples")
+        eft = run.task.pairwise_sft(train, r.bootstrap.pairwise_judge_examples, r.task.seed)
+        if eft.num_rows:
+            table = batches.concat([table, eft], "sft_examples")
     key = cache_key("policy-sft", r.loop.mode, r.task.model_dump(mode="json"),
                     r.models.policy.model_dump(mode="json"), r.trainer.model_dump(mode="json"),
                     r.bootstrap.policy_sft_steps, r.bootstrap.pairwise_judge_examples, r.seed)
@@ -39,7 +36,7 @@ def policy_sft_stage(run: Run) -> StageResult:
 def solution_sampling(run: Run, temperature: float, seed_offset: int = 0) -> SamplingConfig:
     """Full solutions: room for every step of the longest allowed solution."""
     g = run.recipe.generator
-    budget = min(g.sampling.max_new_tokens * (run.recipe.task.max_steps + 2), g.max_model_len_tokens // 2)
+    budget = min(g.sampling.max_new_tokens * run.recipe.loop.max_steps_per_solution, g.max_model_len_tokens // 2)
     return SamplingConfig(temperature=temperature, top_p=1.0 if temperature == 0 else g.sampling.top_p,
                           max_new_tokens=budget, seed=run.recipe.seed + seed_offset)
 
@@ -50,11 +47,12 @@ def eval_problems(run: Run) -> pa.Table:
     return table.slice(0, limit) if limit else table
 
 
-def grade_solutions(solutions: pa.Table, problems: pa.Table) -> pa.Table:
-    by_id = data.arith_problems(problems)
+def grade_solutions(run: Run, solutions: pa.Table, problems: pa.Table) -> pa.Table:
+    """Fill `correct` against the reference answers (evaluation only; never inside iterations)."""
+    reference = {r["problem_id"]: r["answer"] for r in problems.to_pylist()}
     rows = solutions.to_pylist()
     for row in rows:
-        row["correct"] = arith.is_correct_answer(by_id[row["problem_id"]], row["answer"])
+        row["correct"] = run.task.grade(row["question"], reference[row["problem_id"]], row["answer"])
     return batches.from_rows(rows, "solutions")
 
 
@@ -62,7 +60,7 @@ def pass_at_1_stage(run: Run, model_dir: str) -> StageResult:
     """Greedy pass@1 on held-out problems (the PSRLM papers' main metric)."""
     problems = eval_problems(run)
     solutions = run.roles.generator(model_dir).generate(problems, n=1, sampling=solution_sampling(run, 0.0))
-    solutions = grade_solutions(solutions, problems)
+    solutions = grade_solutions(run, solutions, problems)
     correct = sum(bool(c) for c in solutions.column("correct").to_pylist())
     return StageResult(metrics={"pass@1": 100.0 * correct / max(1, problems.num_rows),
                                 "problems": problems.num_rows},
@@ -96,7 +94,7 @@ def self_reward_search_stage(run: Run, iteration: int) -> StageResult:
     problems = iteration_problems(run, iteration)
     policy_dir = run.state["policy_dir"]
     generator = run.roles.generator(policy_dir)
-    style = get_style(STYLE)
+    style = run.task.style
     cfg = search_config(run)
     if r.loop.mode == "guided":
         from rprm_ray.search.greedy import greedy_search
