@@ -1,0 +1,289 @@
+"""PolicyGenerator: the policy's sampling role, one engine per Ray actor; GeneratorPool: N of them.
+
+Methods take and return Arrow tables (rprm_ray.batches), validated where they enter:
+- `generate(problems, n)` -> solutions: n full solutions per problem, split into steps;
+- `expand(prefixes, w)` -> candidates: w candidate next steps per prefix, each stopped at the
+  step separator; `finished` when the step is the final (answer) step or the model ended the
+  sequence;
+- `update_weights(model_dir, expected_checksum)`: in place, within a timeout, then the engine's
+  checksum is compared with the trainer's; a mismatch or a timeout names the replica and leaves
+  it refusing work until a good update (its weights are not the ones the run believes).
+
+Actor names carry the role ("policy-generator-0"), so a dead or failing actor says which role it
+was. Samples are seeded per prompt (see rprm_ray.engines.base.prompt_seed), so results do not
+depend on how a pool splits a table.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from actors.metrics import RoleMetrics
+from rprm_ray import batches
+from rprm_ray.config import GeneratorConfig, SamplingConfig
+from rprm_ray.engines.base import check_model_dir
+
+ROLE = "policy-generator"
+
+
+@ray.remote
+class PolicyGenerator:
+    def __init__(
+        self,
+        model_dir: str,
+        gen_cfg: GeneratorConfig,
+        style: str,
+        name: str = f"{ROLE}-0",
+        engine_overrides: dict[str, Any] | None = None,
+    ):
+        from rprm_ray.engines import make_engine
+        from rprm_ray.prompts import get_style
+
+        self.name = name
+        self.cfg = gen_cfg
+        self.style = get_style(style)
+        check_model_dir(model_dir, who=name)
+        self.engine = make_engine(model_dir, gen_cfg.backend, gen_cfg, **(engine_overrides or {}))
+        self.metrics = RoleMetrics(ROLE, replica=name)
+        self._refusal: str | None = None  # set when the weights are not the ones expected
+        self._load_thread: threading.Thread | None = None
+
+    def ready(self) -> str:
+        return self.name
+
+    def stats(self) -> dict[str, float]:
+        return dict(self.metrics.totals)
+
+    # ---- sampling ---------------------------------------------------------------------------
+
+    def generate(self, problems: pa.Table, n: int = 1, sampling: SamplingConfig | None = None) -> pa.Table:
+        """n solutions per problem. `finished`: the model ended the sequence or wrote the final
+        (answer) step; `correct` is left null (grading belongs to the task)."""
+        where = f"{self.name}.generate"
+        problems = batches.validate(problems, "problems", where=where)
+        self._check_usable(where)
+        if problems.num_rows == 0:
+            return batches.empty("solutions")
+        sampling = sampling or self.cfg.sampling
+        questions = problems.column("question").to_pylist()
+        outputs = self.engine.generate([self.style.policy_prompt(q) for q in questions], n, sampling)
+        rows = []
+        for problem_id, question, completions in zip(
+            problems.column("problem_id").to_pylist(), questions, outputs, strict=True
+        ):
+            for sample_idx, c in enumerate(completions):
+                steps = self.style.split_steps(c.text)
+                rows.append(
+                    {
+                        "problem_id": problem_id,
+                        "sample_idx": sample_idx,
+                        "question": question,
+                        "text": c.text,
+                        "steps": steps,
+                        "answer": self.style.extract_answer(steps),
+                        "finished": c.finish_reason == "eos"
+                        or any(self.style.is_final_step(s) for s in steps),
+                        "correct": None,
+                    }
+                )
+        self._count(problems.num_rows, outputs)
+        return batches.from_rows(rows, "solutions")
+
+    def expand(
+        self, prefixes: pa.Table, w: int | None = None, sampling: SamplingConfig | None = None
+    ) -> pa.Table:
+        """w candidate next steps per prefix (candidate_id 0..w-1), in prefix order."""
+        where = f"{self.name}.expand"
+        prefixes = batches.validate(prefixes, "prefixes", where=where)
+        self._check_usable(where)
+        if prefixes.num_rows == 0:
+            return batches.empty("candidates")
+        w = w or self.cfg.candidates_per_step
+        sampling = sampling or self.cfg.sampling
+        questions = prefixes.column("question").to_pylist()
+        prefix_steps = prefixes.column("prefix_steps").to_pylist()
+        prompts = [self.style.render_prefix(q, s) for q, s in zip(questions, prefix_steps, strict=True)]
+        # logprobs=0: only the sampled tokens' log-probs, for cumulative_logprob.
+        outputs = self.engine.generate(prompts, w, sampling, stop=self.style.step_stop, logprobs=0)
+        rows = []
+        for problem_id, prefix_id, question, steps, completions in zip(
+            prefixes.column("problem_id").to_pylist(),
+            prefixes.column("prefix_id").to_pylist(),
+            questions,
+            prefix_steps,
+            outputs,
+            strict=True,
+        ):
+            for candidate_id, c in enumerate(completions):
+                step = c.text.strip()
+                rows.append(
+                    {
+                        "problem_id": problem_id,
+                        "prefix_id": prefix_id,
+                        "candidate_id": candidate_id,
+                        "question": question,
+                        "prefix_steps": steps,
+                        "step": step,
+                        "finished": c.finish_reason == "eos" or self.style.is_final_step(step),
+                        "num_tokens": len(c.token_ids),
+                        "cumulative_logprob": c.cumulative_logprob,
+                    }
+                )
+        self._count(prefixes.num_rows, outputs)
+        return batches.from_rows(rows, "candidates")
+
+    def _count(self, rows_in: int, outputs: list[list[Any]]) -> None:
+        rows_out = sum(len(cs) for cs in outputs)
+        self.metrics.rows(rows_in, rows_out)
+        self.metrics.count("tokens_generated", sum(len(c.token_ids) for cs in outputs for c in cs))
+
+    def _check_usable(self, where: str) -> None:
+        if self._refusal:
+            raise RuntimeError(f"{where}: refusing to sample: {self._refusal}")
+
+    # ---- weights ----------------------------------------------------------------------------
+
+    def weights_checksum(self) -> str:
+        return self.engine.weights_checksum()
+
+    def model_dir(self) -> str:
+        return self.engine.model_dir
+
+    def update_weights(
+        self, model_dir: str, expected_checksum: str | None = None, timeout_s: float | None = None
+    ) -> str:
+        """Load `model_dir` in place; return the engine's checksum after the load."""
+        where = f"{self.name}.update_weights"
+        check_model_dir(model_dir, who=where)
+        timeout_s = timeout_s or self.cfg.update_weights_timeout_s
+        if self._load_thread is not None:
+            # A load that timed out earlier may still be writing into the engine: never run two.
+            self._load_thread.join(timeout_s)
+            if self._load_thread.is_alive():
+                raise TimeoutError(f"{where}: the previous update is still loading; restart this replica")
+        result: dict[str, Any] = {}
+
+        def load() -> None:
+            try:
+                self.engine.load_weights(model_dir)
+                result["checksum"] = self.engine.weights_checksum()
+            except BaseException as exc:  # re-raised in the actor's thread below
+                result["error"] = exc
+
+        # A thread, so a hung load cannot hold the actor forever; the load itself cannot be
+        # cancelled, hence the refusal below.
+        worker = threading.Thread(target=load, name=f"{self.name}-load-weights", daemon=True)
+        self._load_thread = worker
+        worker.start()
+        worker.join(timeout_s)
+        if worker.is_alive():
+            self._refusal = (
+                f"update_weights from {model_dir} did not finish within {timeout_s:g} s; the "
+                "weights may be partly replaced (restart this replica)"
+            )
+            raise TimeoutError(f"{where}: {self._refusal}")
+        if "error" in result:
+            self._refusal = f"update_weights from {model_dir} failed: {result['error']}"
+            raise RuntimeError(f"{where}: {self._refusal}") from result["error"]
+        checksum = result["checksum"]
+        if expected_checksum is not None and checksum != expected_checksum:
+            self._refusal = (
+                f"weights loaded from {model_dir} have checksum {checksum[:16]}…, expected "
+                f"{expected_checksum[:16]}… (the trainer's checksum of the weights it saved)"
+            )
+            raise RuntimeError(f"{where}: {self._refusal}")
+        self._refusal = None
+        self.metrics.count("weight_updates")
+        return checksum
+
+
+class GeneratorPool:
+    """Driver-side view of N PolicyGenerator replicas: splits a table into contiguous chunks
+    (one per replica, so one problem's prefixes tend to share a replica's prefix cache) and
+    returns the results in the input's row order."""
+
+    def __init__(self, actors: list[Any], names: list[str], update_timeout_s: float = 300.0):
+        if not actors or len(actors) != len(names):
+            raise ValueError("GeneratorPool needs one name per actor and at least one actor")
+        self.actors = actors
+        self.names = names
+        self.update_timeout_s = update_timeout_s
+
+    @classmethod
+    def start(
+        cls,
+        model_dir: str | Path,
+        gen_cfg: GeneratorConfig,
+        style: str,
+        role: str = ROLE,
+        engine_overrides: dict[str, Any] | None = None,
+    ) -> GeneratorPool:
+        """Start `gen_cfg.replicas` actors named `<role>-<i>` and wait until each holds its
+        engine (a start-up error is raised here, naming the replica)."""
+        names = [f"{role}-{i}" for i in range(gen_cfg.replicas)]
+        actors = [
+            PolicyGenerator.options(
+                name=name,
+                num_cpus=gen_cfg.num_cpus_per_replica,
+                num_gpus=gen_cfg.num_gpus_per_replica,
+            ).remote(str(model_dir), gen_cfg, style, name, engine_overrides)
+            for name in names
+        ]
+        ray.get([a.ready.remote() for a in actors])
+        return cls(actors, names, gen_cfg.update_weights_timeout_s)
+
+    def generate(self, problems: pa.Table, n: int = 1, sampling: SamplingConfig | None = None) -> pa.Table:
+        return self._scatter("generate", problems, "problems", "solutions", n, sampling)
+
+    def expand(
+        self, prefixes: pa.Table, w: int | None = None, sampling: SamplingConfig | None = None
+    ) -> pa.Table:
+        return self._scatter("expand", prefixes, "prefixes", "candidates", w, sampling)
+
+    def _scatter(self, method: str, table: pa.Table, kind_in: str, kind_out: str, *args: Any) -> pa.Table:
+        table = batches.validate(table, kind_in, where=f"GeneratorPool.{method}")
+        refs = [
+            getattr(actor, method).remote(table.slice(start, length), *args)
+            for actor, (start, length) in zip(
+                self.actors, chunks(table.num_rows, len(self.actors)), strict=False
+            )
+        ]
+        return batches.concat(ray.get(refs), kind_out)
+
+    def update_weights(self, model_dir: str | Path, expected_checksum: str | None = None) -> list[str]:
+        """Update every replica; returns their checksums (all equal to `expected_checksum` when
+        given, else an error names the replica)."""
+        refs = [
+            a.update_weights.remote(str(model_dir), expected_checksum, self.update_timeout_s)
+            for a in self.actors
+        ]
+        # The replicas enforce the timeout themselves; this is the backstop for a dead one.
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=self.update_timeout_s + 60)
+        if pending:
+            late = [n for n, r in zip(self.names, refs, strict=True) if r in pending]
+            raise TimeoutError(f"GeneratorPool.update_weights: no answer from {', '.join(late)}")
+        return ray.get(refs)
+
+    def weights_checksums(self) -> list[str]:
+        return ray.get([a.weights_checksum.remote() for a in self.actors])
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+
+
+def chunks(num_rows: int, parts: int) -> list[tuple[int, int]]:
+    """Contiguous (start, length) slices covering `num_rows`, as even as possible, none empty."""
+    parts = max(1, min(parts, num_rows))
+    base, extra = divmod(num_rows, parts)
+    out, start = [], 0
+    for i in range(parts):
+        length = base + (1 if i < extra else 0)
+        out.append((start, length))
+        start += length
+    return out
