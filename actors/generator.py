@@ -207,35 +207,31 @@ class GeneratorPool:
     (one per replica, so one problem's prefixes tend to share a replica's prefix cache) and
     returns the results in the input's row order."""
 
-    def __init__(self, actors: list[Any], names: list[str], update_timeout_s: float = 300.0):
-        if not actors or len(actors) != len(names):
-            raise ValueError("GeneratorPool needs one name per actor and at least one actor")
-        self.actors = actors
-        self.names = names
-        self.update_timeout_s = update_timeout_s
-
-    @classmethod
-    def start(
-        cls,
+    def __init__(
+        self,
         model_dir: str | Path,
         gen_cfg: GeneratorConfig,
-        style: str,
+        style_name: str = "compact",
         role: str = ROLE,
         engine_overrides: dict[str, Any] | None = None,
-    ) -> GeneratorPool:
+    ):
         """Start `gen_cfg.replicas` actors named `<role>-<i>` and wait until each holds its
         engine (a start-up error is raised here, naming the replica)."""
-        names = [f"{role}-{i}" for i in range(gen_cfg.replicas)]
-        actors = [
+        self.names = [f"{role}-{i}" for i in range(gen_cfg.replicas)]
+        self.update_timeout_s = gen_cfg.update_weights_timeout_s
+        self.actors = [
             PolicyGenerator.options(
                 name=name,
                 num_cpus=gen_cfg.num_cpus_per_replica,
                 num_gpus=gen_cfg.num_gpus_per_replica,
-            ).remote(str(model_dir), gen_cfg, style, name, engine_overrides)
-            for name in names
+            ).remote(str(model_dir), gen_cfg, style_name, name, engine_overrides)
+            for name in self.names
         ]
-        ray.get([a.ready.remote() for a in actors])
-        return cls(actors, names, gen_cfg.update_weights_timeout_s)
+        try:
+            ray.get([a.ready.remote() for a in self.actors])
+        except Exception:
+            self.shutdown()
+            raise
 
     def generate(self, problems: pa.Table, n: int = 1, sampling: SamplingConfig | None = None) -> pa.Table:
         return self._scatter("generate", problems, "problems", "solutions", n, sampling)

@@ -23,7 +23,7 @@ CFG = GeneratorConfig(replicas=2, num_cpus_per_replica=0.5, candidates_per_step=
 def pool(ray_cluster, tiny_model_dir):
     from actors.generator import GeneratorPool
 
-    p = GeneratorPool.start(tiny_model_dir, CFG, STYLE, engine_overrides={"enforce_eager": True})
+    p = GeneratorPool(tiny_model_dir, CFG, style_name=STYLE, engine_overrides={"enforce_eager": True})
     yield p
     p.shutdown()
 
@@ -189,17 +189,15 @@ def test_chunks_cover_rows_contiguously() -> None:
 
 
 def test_missing_model_dir_names_the_role_and_the_path(pool, ray_cluster, tmp_path) -> None:
-    from actors.generator import PolicyGenerator
+    from actors.generator import GeneratorPool
 
     gone = tmp_path / "no-such-model"
     with pytest.raises(
         FileNotFoundError, match=rf"policy-generator-0\.update_weights: model directory not found: {gone}"
     ):
         ray.get(pool.actors[0].update_weights.remote(str(gone)))
-    actor = PolicyGenerator.options(name="policy-generator-9", num_cpus=0).remote(
-        str(gone), CFG, STYLE, "policy-generator-9"
-    )
+    one = CFG.model_copy(update={"replicas": 1, "num_cpus_per_replica": 0.0})
     with pytest.raises(
-        ray.exceptions.RayActorError, match=rf"policy-generator-9: model directory not found: {gone}"
+        ray.exceptions.RayActorError, match=rf"policy-generator-bad-0: model directory not found: {gone}"
     ):
-        ray.get(actor.ready.remote())
+        GeneratorPool(gone, one, style_name=STYLE, role="policy-generator-bad")
