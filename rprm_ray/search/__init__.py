@@ -7,7 +7,7 @@ from __future__ import annotations
 from rprm_ray.search.base import RESULTS_SCHEMA, PairwiseJudge, StepGenerator, StepScorer, accuracy
 from rprm_ray.search.beam import run_beam
 from rprm_ray.search.best_of_n import run_best_of_n
-from rprm_ray.search.greedy import run_greedy
+from rprm_ray.search.greedy import greedy_search, run_greedy
 from rprm_ray.search.self_judged import run_self_judged, self_judged_search
 
 # strategy name (SearchConfig.strategy) -> function; self_judged needs a PairwiseJudge, the
@@ -26,6 +26,7 @@ __all__ = [
     "StepGenerator",
     "StepScorer",
     "accuracy",
+    "greedy_search",
     "run_beam",
     "run_best_of_n",
     "run_greedy",

@@ -17,6 +17,7 @@ import pyarrow as pa
 from rprm_ray import batches
 from rprm_ray.config import SamplingConfig
 from rprm_ray.evaluation.bon import canonical_answer, select_best
+from rprm_ray.prompts import PromptStyle
 from rprm_ray.scoring import aggregate
 
 
@@ -36,8 +37,9 @@ class StepGenerator(Protocol):
 class StepScorer(Protocol):
     """The pointwise judge role (R-PRM): one score per step."""
 
-    def score_steps(self, labeled_steps: pa.Table) -> pa.Table:
-        """`labeled_steps` (label null) -> `step_scores`, one row per input row."""
+    def score_steps(self, labeled_steps: pa.Table) -> pa.Table | tuple[pa.Table, pa.Table]:
+        """`labeled_steps` (label null) -> `step_scores`, one row per input row. The ProcessJudge
+        client (actors/judge.py) returns (critiques, step_scores); search reads the step_scores."""
         ...
 
 
@@ -50,14 +52,9 @@ class PairwiseJudge(Protocol):
         ...
 
 
-# Given (predicted answer, reference answer) -> correct? (None when there is no reference).
-Grader = Callable[[str | None, str | None], bool | None]
-
-
-class AnswerStyle(Protocol):
-    """The part of a `rprm_ray.prompts.PromptStyle` that search needs."""
-
-    def extract_answer(self, steps_or_text: list[str] | str) -> str | None: ...
+# (question, reference answer, predicted answer) -> correct? — the signature of Task.grade
+# (rprm_ray.tasks), so a driver passes `run.task.grade`. Only called when there is a reference.
+Grader = Callable[[str, str, str | None], bool]
 
 
 # One row per problem. `candidate_steps` counts every step the generator produced for the
@@ -89,11 +86,9 @@ RESULTS_SCHEMA = pa.schema(
 )
 
 
-def exact_match(predicted: str | None, reference: str | None) -> bool | None:
+def exact_match(question: str, reference: str, predicted: str | None) -> bool:
     """Default grader: equality after evaluation.bon.canonical_answer (exact for the arithmetic
-    world's integers; math datasets pass a math-verify grader instead)."""
-    if reference is None:
-        return None
+    world's integers; math datasets pass Task.grade, which uses math-verify)."""
     return predicted is not None and canonical_answer(predicted) == canonical_answer(reference)
 
 
@@ -149,18 +144,22 @@ def result_row(
         "steps": list(steps),
         "answer": answer,
         "finished": finished,
-        "correct": grade(answer, state.reference),
+        "correct": _grade(grade, state, answer),
         "score": score,
         "weighted_answer": weighted_answer,
-        "weighted_correct": grade(weighted_answer, state.reference) if votes else None,
+        "weighted_correct": _grade(grade, state, weighted_answer) if votes else None,
         "majority_answer": majority_answer,
-        "majority_correct": grade(majority_answer, state.reference) if votes else None,
+        "majority_correct": _grade(grade, state, majority_answer) if votes else None,
         "num_completions": num_completions,
         "candidate_steps": state.candidate_steps,
         "judge_calls": state.judge_calls,
         "depth": state.depth,
         "rollbacks": state.rollbacks,
     }
+
+
+def _grade(grade: Grader, state: ProblemState, answer: str | None) -> bool | None:
+    return None if state.reference is None else bool(grade(state.question, state.reference, answer))
 
 
 def results_table(rows: list[dict]) -> pa.Table:
@@ -259,8 +258,12 @@ def score_candidates(scorer: StepScorer, rows: list[dict]) -> dict[str, float | 
     return {sid: score for (sid, _), score in scores.items()}
 
 
-def read_step_scores(step_scores: pa.Table, asked: pa.Table) -> dict[tuple[str, int], float | None]:
-    """{(solution_id, step_idx): score} for every asked row; a missing row is the judge's error."""
+def read_step_scores(
+    answer: pa.Table | tuple[pa.Table, pa.Table], asked: pa.Table
+) -> dict[tuple[str, int], float | None]:
+    """{(solution_id, step_idx): score} for every asked row; a missing row is the judge's error.
+    `answer` is the scorer's return: step_scores, or (critiques, step_scores)."""
+    step_scores = answer[1] if isinstance(answer, tuple) else answer
     scored = batches.validate(step_scores, "step_scores", where="judge.score_steps")
     got = {(r["solution_id"], r["step_idx"]): r["score"] for r in scored.to_pylist()}
     out = {}
@@ -274,3 +277,20 @@ def read_step_scores(step_scores: pa.Table, asked: pa.Table) -> dict[tuple[str, 
             )
         out[(sid, idx)] = got[(sid, idx)]
     return out
+
+
+def step_pair_row(style: PromptStyle, prefix_id: str, best: dict, worst: dict) -> dict:
+    """A step-level `preference_pairs` row (kind "step") from two `candidates` rows of one
+    prefix, in rprm_ray.pairs.step_pairs' format: prompt = the rendered prefix, chosen/rejected =
+    the single step + the step separator."""
+    k = len(best["prefix_steps"])
+    return {
+        "pair_id": f"step/{prefix_id}/{best['candidate_id']}-{worst['candidate_id']}",
+        "kind": "step",
+        "problem_id": best["problem_id"],
+        "prompt": style.render_prefix(best["question"], list(best["prefix_steps"])),
+        "chosen": style.format_step(best["step"], k) + style.step_separator,
+        "rejected": style.format_step(worst["step"], k) + style.step_separator,
+        "ref_chosen_logp": None,
+        "ref_rejected_logp": None,
+    }

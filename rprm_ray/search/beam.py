@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from rprm_ray.config import SearchConfig
+from rprm_ray.prompts import PromptStyle
 from rprm_ray.search.base import (
-    AnswerStyle,
     Grader,
     StepGenerator,
     StepScorer,
@@ -65,7 +65,7 @@ def run_beam(
     generator: StepGenerator,
     judge: StepScorer,
     cfg: SearchConfig,
-    style: AnswerStyle,
+    style: PromptStyle,
     *,
     grade: Grader = exact_match,
 ) -> pa.Table:
@@ -81,7 +81,7 @@ def _beam_chunk(
     generator: StepGenerator,
     judge: StepScorer,
     cfg: SearchConfig,
-    style: AnswerStyle,
+    style: PromptStyle,
     grade: Grader,
 ) -> pa.Table:
     n, m = cfg.samples_per_prompt, cfg.beam_width

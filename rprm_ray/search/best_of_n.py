@@ -12,8 +12,8 @@ import pyarrow as pa
 from rprm_ray import batches
 from rprm_ray.config import SearchConfig
 from rprm_ray.evaluation.bon import select_majority, select_weighted
+from rprm_ray.prompts import PromptStyle
 from rprm_ray.search.base import (
-    AnswerStyle,
     Grader,
     StepGenerator,
     StepScorer,
@@ -82,7 +82,7 @@ def run_best_of_n(
     generator: StepGenerator,
     judge: StepScorer,
     cfg: SearchConfig,
-    style: AnswerStyle,
+    style: PromptStyle,
     *,
     grade: Grader = exact_match,
 ) -> pa.Table:

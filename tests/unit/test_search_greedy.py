@@ -3,9 +3,11 @@ one generator and one judge call per level."""
 
 from __future__ import annotations
 
-from test_search_world import STYLE, ConstantScorer, OracleScorer, search_cfg, world
+import pyarrow as pa
+from test_search_world import STYLE, ConstantScorer, OracleScorer, first_error, search_cfg, world
 
-from rprm_ray.search import RESULTS_SCHEMA, accuracy, run_greedy
+from rprm_ray import batches
+from rprm_ray.search import RESULTS_SCHEMA, accuracy, greedy_search, run_greedy
 
 
 def test_perfect_scorer_keeps_the_correct_step_every_level():
@@ -55,3 +57,77 @@ def test_duplicates_reach_the_judge_once():
     assert accuracy(out) == 1.0
     assert [c["rows"] for c in scorer.calls] == [3] * len(scorer.calls)
     assert out.column("judge_calls").to_pylist() == [len(p.steps) for p in problems]
+
+
+class _TieAfter:
+    """Oracle scores at the first step, the same score for every candidate after it."""
+
+    def __init__(self, problems):
+        self.oracle = OracleScorer(problems)
+
+    def score_steps(self, labeled_steps):
+        scored = self.oracle.score_steps(labeled_steps).to_pylist()
+        for row, step in zip(scored, labeled_steps.to_pylist(), strict=True):
+            if step["previous_steps"]:
+                row["score"] = 0.5
+        return batches.from_rows(scored, "step_scores")
+
+
+def test_greedy_search_records_best_worst_pairs_by_score():
+    problems, table, gen = world(6, p_correct=0.3, guarantee_correct=True)
+    out, pairs = greedy_search(
+        table, gen, OracleScorer(gen.problems), search_cfg(candidates_per_step=4), STYLE
+    )
+    assert accuracy(out) == 1.0
+    batches.validate(pairs, "preference_pairs")
+    by_id = {p.problem_id: p for p in problems}
+    assert pairs.num_rows > 0
+    for pair in pairs.to_pylist():
+        p, prefix = by_id[pair["problem_id"]], STYLE.split_steps(pair["prompt"])[1:]
+        assert first_error(p, [*prefix, pair["chosen"].strip()]) == -1
+        assert first_error(p, [*prefix, pair["rejected"].strip()]) == len(prefix)
+
+
+def test_greedy_search_rolls_back_on_ties_within_max_depth():
+    problems, table, gen = world(3, p_correct=0.3, guarantee_correct=True)
+    out, pairs = greedy_search(
+        table,
+        gen,
+        _TieAfter(gen.problems),
+        search_cfg(candidates_per_step=4, max_depth=5),
+        STYLE,
+        rollback_on_tie=True,
+    )
+    # take, tie -> rollback, take, tie -> rollback, take
+    assert out.column("rollbacks").to_pylist() == [2, 2, 2]
+    assert all(len(s) == 1 for s in out.column("steps").to_pylist())
+    assert sorted(pairs.column("problem_id").to_pylist()) == sorted(p.problem_id for p in problems)
+    # run_greedy (test time) never rolls back: the tie goes to the first candidate
+    _, _, gen2 = world(3, p_correct=0.3, guarantee_correct=True)
+    assert run_greedy(table, gen2, _TieAfter(gen2.problems), search_cfg(max_depth=5), STYLE).column(
+        "rollbacks"
+    ).to_pylist() == [0, 0, 0]
+
+
+def test_judge_client_shape_and_custom_grader():
+    """The ProcessJudge client answers (critiques, step_scores); graders get Task.grade's args."""
+
+    class ClientLike:
+        def __init__(self, problems):
+            self.oracle = OracleScorer(problems)
+
+        def score_steps(self, labeled_steps):
+            return batches.empty("critiques"), self.oracle.score_steps(labeled_steps)
+
+    problems, table, gen = world(4, p_correct=0.3, guarantee_correct=True)
+    seen = []
+
+    def grade(question, reference, answer):
+        seen.append((question, reference, answer))
+        return False  # a strict grader: the results must report what it said
+
+    hidden = table.set_column(table.column_names.index("answer"), "answer", pa.array([None, "1", None, "2"]))
+    out = run_greedy(hidden, gen, ClientLike(gen.problems), search_cfg(), STYLE, grade=grade)
+    assert out.column("correct").to_pylist() == [None, False, None, False]
+    assert [s[1] for s in seen] == ["1", "2"]
+    assert seen[0][0] == problems[1].question and seen[0][2] == problems[1].answer
