@@ -5,6 +5,7 @@ shared; no test starts its own engine or cluster."""
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,3 +71,4 @@ def vllm_engine(tiny_model_dir: Path):
     )
     yield llm
     del llm
+    gc.collect()  # drops the engine-core client, which stops the child process

@@ -79,7 +79,7 @@ def bootstrap_policy(
     if recipe.task.kind != "arith":
         raise ValueError(f"bootstrap: task.kind {recipe.task.kind!r} — the policy bootstrap trains on "
                          "the embedded arith world only")
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     key = policy_key(recipe)
     out = Path(out_dir) if out_dir else Path(recipe.model_cache) / key
     base = ensure_model(recipe.models.policy, recipe.model_cache, f"{key}-init", seed=recipe.seed)
@@ -102,15 +102,16 @@ def bootstrap_policy(
     if is_complete(out) and (out / "train_metrics.json").is_file() and not force:
         result.update(json.loads((out / "train_metrics.json").read_text()), reused=True)
         t_init = t_trained = time.perf_counter()
+        cpu_init = cpu_trained = time.process_time()
     else:
         if out.exists():
             shutil.rmtree(out)
         table = arith.policy_sft_table(train)
         trainer = DeepSpeedTrainer(base, recipe.trainer, total_steps=recipe.bootstrap.policy_sft_steps,
                                    progress=progress)
-        t_init = time.perf_counter()
+        t_init, cpu_init = time.perf_counter(), time.process_time()
         metrics = trainer.sft(table)
-        t_trained = time.perf_counter()
+        t_trained, cpu_trained = time.perf_counter(), time.process_time()
         trainer.save(out)
         (out / "train_metrics.json").write_text(json.dumps(metrics))
         result.update(metrics, reused=False, zero_stage=recipe.trainer.deepspeed.zero_stage)
@@ -130,6 +131,10 @@ def bootstrap_policy(
         train_s=round(t_trained - t_init, 1),
         eval_s=round(t_end - t_trained, 1),
         total_s=round(t_end - t_start, 1),
+        # CPU seconds of this process, all threads: what other processes on a shared machine
+        # cannot inflate (wall time on an idle machine lies between cpu_s / threads and cpu_s).
+        train_cpu_s=round(cpu_trained - cpu_init, 1),
+        total_cpu_s=round(time.process_time() - cpu_start, 1),
         example=prompts[0] + completions[0] if prompts else "",
     )
     return result
