@@ -28,6 +28,9 @@ DEFAULT_RUNTIME_ENV = Path("cluster/runtime_env.yaml")
 # A firewalled head would otherwise hang `requests` (no timeout in Ray's SDK) for minutes.
 REACHABILITY_TIMEOUT_S = 10.0
 STATUS_POLL_S = 1.0
+STATUS_MAX_FAILURES = 10
+AGENT_WAIT_S = 120.0  # a head that just started may need this long for its job agent on 2 busy cores
+AGENT_RETRY_S = 3.0
 GCS_DEFAULT_PORT = 6379
 
 
@@ -110,7 +113,7 @@ def connect(address: str) -> Any:
             "RAY_AUTH_TOKEN=<token> (or put it in ~/.ray/auth_token); on the head, "
             "`ray get-auth-token` prints it"
         ) from None
-    except (ConnectionError, RuntimeError) as exc:
+    except (OSError, RuntimeError) as exc:  # OSError: requests' errors and the builtin ConnectionError
         raise SubmitError(f"cannot use the Ray Job API at {address}: {_one_line(exc)}") from None
 
 
@@ -291,8 +294,19 @@ def default_submission_id(recipe_name: str) -> str:
 
 
 def wait_for_terminal(client: Any, job_id: str) -> str:
+    """Poll until the job ends. A busy head drops the odd request; only a run of failures counts."""
+    failures = 0
     while True:
-        status = client.get_job_status(job_id)
+        try:
+            status = client.get_job_status(job_id)
+        except (OSError, RuntimeError) as exc:
+            failures += 1
+            if failures >= STATUS_MAX_FAILURES:
+                raise SubmitError(f"lost contact with the cluster while waiting for {job_id}: "
+                                  f"{_one_line(exc)}") from None
+            time.sleep(STATUS_POLL_S)
+            continue
+        failures = 0
         if status.is_terminal():
             return str(status)
         time.sleep(STATUS_POLL_S)
@@ -315,12 +329,40 @@ def follow_job(client: Any, job_id: str, out: TextIO | None = None) -> str:
     return wait_for_terminal(client, job_id)
 
 
+def submit_when_agent_ready(client: Any, address: str, **job: Any) -> str:
+    """Submit; while the head's job agent is still starting (a fresh or busy head answers 500
+    "No available agent to submit job, please try again later", before creating anything, so
+    retrying with the same submission id is safe), wait and retry."""
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise SubmitError(f"submitting the job at {address} failed: {_one_line(exc)}") from None
+        except OSError as exc:  # the connection dropped mid-request: the job may exist, do not resend
+            raise SubmitError(
+                f"the connection to {address} dropped while submitting ({_one_line(exc)}); the job may "
+                f"have been created: rprm-ray status {job['submission_id']} --address {address}"
+            ) from None
+        print(f"the job agent on {address} is not up yet; retrying", file=sys.stderr)
+        time.sleep(AGENT_RETRY_S)
+
+
 def _sdk_call(address: str, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Ray's SDK raises RuntimeError('Request failed with status code ...') for refused requests."""
     try:
         return fn(*args, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:
         raise SubmitError(f"{what} at {address} failed: {_one_line(exc)}") from None
+
+
+def _quiet_ray_packaging_logs() -> None:
+    """Ray logs each .gitignore it honours (INFO) and that .git/.venv/__pycache__ are now excluded
+    by default (WARNING, though our runtime env excludes them already); with them the job id
+    scrolls away. Its large-file warnings stay."""
+    logging.getLogger("ray._private.runtime_env.packaging").setLevel(logging.WARNING)
+    logging.getLogger("ray._private.runtime_env.working_dir").setLevel(logging.ERROR)
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,8 +399,9 @@ def run_submit(args: argparse.Namespace) -> int:
         entrypoint = args.entrypoint or build_entrypoint(recipe_path_in_job(args.recipe, upload), overrides)
         address = resolve_address(args.address)
         client = connect(address)
-        job_id = _sdk_call(
-            address, "submitting the job", client.submit_job,
+        _quiet_ray_packaging_logs()
+        job_id = submit_when_agent_ready(
+            client, address,
             entrypoint=entrypoint,
             runtime_env=runtime_env,
             submission_id=args.submission_id or default_submission_id(recipe.name),
