@@ -126,6 +126,29 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("ref_chosen_logp", _f64, True),
         ("ref_rejected_logp", _f64, True),
     ),
+    # One row per searched problem (Best-of-N, beam, greedy, self-judged). `candidate_steps`
+    # counts every step generated for the problem, so strategies compare at equal budget;
+    # `judge_calls` counts judged rows; the vote columns are null for single-trajectory searches.
+    "search_results": _schema(
+        ("problem_id", _str, False),
+        ("question", _str, False),
+        ("reference", _str, True),
+        ("strategy", _str, False),
+        ("steps", _strs, False),
+        ("answer", _str, True),
+        ("finished", _bool, False),
+        ("correct", _bool, True),
+        ("score", _f64, True),
+        ("weighted_answer", _str, True),
+        ("weighted_correct", _bool, True),
+        ("majority_answer", _str, True),
+        ("majority_correct", _bool, True),
+        ("num_completions", _i32, False),
+        ("candidate_steps", _i32, False),
+        ("judge_calls", _i32, False),
+        ("depth", _i32, False),
+        ("rollbacks", _i32, False),
+    ),
     # Supervised examples: loss on `completion` tokens only.
     "sft_examples": _schema(
         ("example_id", _str, False),
@@ -147,6 +170,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "pairwise_judgments": ("prefix_id", "candidate_a", "candidate_b", "order"),
     "preference_pairs": ("pair_id",),
     "sft_examples": ("example_id",),
+    "search_results": ("problem_id",),
 }
 
 

@@ -60,30 +60,7 @@ Grader = Callable[[str, str, str | None], bool]
 # One row per problem. `candidate_steps` counts every step the generator produced for the
 # problem (before duplicate filtering), so strategies compare at equal generation budget;
 # `judge_calls` counts judged rows (steps scored, or pairwise judgments).
-RESULTS_SCHEMA = pa.schema(
-    [
-        pa.field("problem_id", pa.string(), nullable=False),
-        pa.field("question", pa.string(), nullable=False),
-        pa.field("reference", pa.string(), nullable=True),
-        pa.field("strategy", pa.string(), nullable=False),
-        pa.field("steps", pa.list_(pa.string()), nullable=False),
-        pa.field("answer", pa.string(), nullable=True),
-        pa.field("finished", pa.bool_(), nullable=False),
-        pa.field("correct", pa.bool_(), nullable=True),
-        pa.field("score", pa.float64(), nullable=True),
-        # Votes over all completions (Best-of-N samples, completed beams); null for strategies
-        # that keep a single trajectory.
-        pa.field("weighted_answer", pa.string(), nullable=True),
-        pa.field("weighted_correct", pa.bool_(), nullable=True),
-        pa.field("majority_answer", pa.string(), nullable=True),
-        pa.field("majority_correct", pa.bool_(), nullable=True),
-        pa.field("num_completions", pa.int32(), nullable=False),
-        pa.field("candidate_steps", pa.int32(), nullable=False),
-        pa.field("judge_calls", pa.int32(), nullable=False),
-        pa.field("depth", pa.int32(), nullable=False),
-        pa.field("rollbacks", pa.int32(), nullable=False),
-    ]
-)
+RESULTS_SCHEMA = batches.SCHEMAS["search_results"]
 
 
 def exact_match(question: str, reference: str, predicted: str | None) -> bool:
