@@ -36,9 +36,6 @@ from rprm_ray import batches, judging
 from rprm_ray.config import JudgeConfig, Recipe, SamplingConfig
 
 ROLE = "ProcessJudge"
-# Top-k log-probs per generated token: the verdict position needs both "Yes" and "No" among the
-# candidates for P(Yes); k=5 keeps both for any judge that has learned the verdict line.
-VERDICT_TOP_LOGPROBS = 5
 
 
 @serve.deployment(name=ROLE)
@@ -110,7 +107,9 @@ class ProcessJudge:
         # refuses n > 1 without sampling).
         n = 1 if sampling.temperature == 0 else k
         with self._lock:
-            completions = self.engine.generate(prompts, n=n, sampling=sampling, logprobs=VERDICT_TOP_LOGPROBS)
+            completions = self.engine.generate(
+                prompts, n=n, sampling=sampling, logprobs=judging.VERDICT_TOP_LOGPROBS
+            )
         if n != k:
             completions = [outs * k for outs in completions]
         critiques = judging.critique_rows(steps, prompts, completions, where=where)

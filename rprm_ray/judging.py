@@ -24,6 +24,10 @@ from rprm_ray import batches
 from rprm_ray.prompts import parse_pairwise, parse_verdict
 from rprm_ray.scoring import p_yes_from_top_logprobs, step_score
 
+# Top-k log-probs to request per generated token: the verdict position needs both "Yes" and "No"
+# among the candidates for P(Yes); k=5 keeps both for any judge that has learned the verdict line.
+VERDICT_TOP_LOGPROBS = 5
+
 ScoreMode = Literal["p_yes", "yes_fraction"]
 Order = Literal["AB", "BA"]
 

@@ -1,0 +1,179 @@
+"""Critiques per second of the process judge: bare vLLM vs the ProcessJudge through Ray Serve vs
+the transformers backend, on the same prompts, measured side by side in one run.
+
+    (a) bare `vllm.LLM.generate` on the judge prompts (same sampling, same per-prompt seeds, same
+        top-k log-probs the judge needs for P(Yes)): the ceiling
+    (b) `JudgeClient.score_steps` -> ProcessJudge replica on Serve (one replica holding the same
+        vLLM engine): adds Arrow tables through the object store, Serve routing, verdict parsing,
+        P(Yes) and step scores
+    (c) the transformers backend (`make_engine(..., "transformers")`) generating the same critiques
+
+Target: b/a >= 0.8. The three are timed in turn in every round (median of `--rounds` reported), so
+load from other processes on the machine hits them alike. (a) and (b) share prompts and seeds, so
+they generate identical critiques (checked) and do the same work; (c) samples differently, so its
+generated-token rate is printed too.
+
+Without --model-dir an untrained tiny model is built: its critiques are noise, which costs the
+same to generate as sense (most run to max_new_tokens, like long real critiques).
+
+    .venv/bin/python bench/judge_throughput.py [--steps 64] [--k 4] [--max-new-tokens 96] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+
+from rprm_ray import judging
+from rprm_ray.config import AutoscalingConfig, JudgeConfig, SamplingConfig, TaskConfig, TinyModelConfig
+from rprm_ray.prompts import get_style
+
+
+def labeled_steps(num_steps: int) -> pa.Table:
+    from rprm_ray.tasks.arith import labeled_steps_table, make_splits
+
+    _, eval_problems = make_splits(TaskConfig(train_problems=50, eval_problems=max(8, num_steps), seed=7))
+    table = labeled_steps_table(eval_problems, seed=7, error_rate=0.5)
+    if table.num_rows < num_steps:
+        raise SystemExit(f"the embedded world gave {table.num_rows} labeled steps, fewer than --steps {num_steps}")
+    return table.slice(0, num_steps)
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=None, help="an HF judge model (default: untrained tiny)")
+    parser.add_argument("--style", default="compact", choices=["compact", "paper"])
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--k", type=int, default=4, help="critiques per step")
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="Ray CPUs = the replica's CPUs")
+    args = parser.parse_args()
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    tmp = tempfile.TemporaryDirectory(prefix="judge_bench_")
+    model_dir = args.model_dir
+    if model_dir is None:
+        from rprm_ray.tiny import build_tiny_model
+
+        model_dir = build_tiny_model(TinyModelConfig(), Path(tmp.name) / "tiny_judge", seed=0)
+    model_dir = Path(model_dir).resolve()
+
+    sampling = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens, seed=0)
+    # One replica with all the CPUs: the same engine and threads as bare vLLM in this process.
+    cfg = JudgeConfig(
+        critiques_per_step=args.k,
+        sampling=sampling,
+        num_cpus_per_replica=args.cpus,
+        max_batch_rows_per_request=max(args.steps, 1),
+        autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=1),
+    )
+    steps = labeled_steps(args.steps)
+    prompts = judging.judge_prompts(steps, get_style(args.style))
+    critiques = args.steps * args.k
+
+    # (a) bare vLLM: `LLM.generate` on the very `vllm.LLM` the judge's engine builds (same engine
+    # arguments, e.g. whole prefills on CPU), without the engine wrapper, Arrow, Serve or parsing.
+    from vllm import SamplingParams
+
+    from rprm_ray.engines import make_engine
+    from rprm_ray.engines.base import prompt_seed
+
+    llm = make_engine(model_dir, "vllm", cfg).llm
+    params = [
+        SamplingParams(
+            n=args.k,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            seed=prompt_seed(sampling.seed, p),
+            logprobs=judging.VERDICT_TOP_LOGPROBS,
+        )
+        for p in prompts
+    ]
+
+    def bare() -> list:
+        return llm.generate(prompts, params, use_tqdm=False)
+
+    # (c) transformers backend.
+    hf = make_engine(model_dir, "transformers", cfg)
+
+    def transformers() -> list:
+        return hf.generate(prompts, n=args.k, sampling=sampling, logprobs=judging.VERDICT_TOP_LOGPROBS)
+
+    # (b) ProcessJudge on Serve.
+    import ray
+
+    from actors.judge import deploy_judge
+
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    client = deploy_judge(cfg, model_dir, name="judge_bench", style_name=args.style)
+
+    def serve_judge() -> tuple[pa.Table, pa.Table]:
+        return client.score_steps(steps)
+
+    # Warm-up: first calls pay for compilation and caches.
+    bare_out = bare()
+    transformers()
+    serve_critiques, _ = serve_judge()
+
+    times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    tokens = {"a": 0, "c": 0}
+    for _ in range(args.rounds):
+        # Prefix caching would let a repeat skip the prompts' prefill; reset so every round
+        # computes them, as a fresh batch of steps would.
+        llm.reset_prefix_cache()
+        t, bare_out = timed(bare)
+        times["a"].append(t)
+        t, _ = timed(serve_judge)
+        times["b"].append(t)
+        t, hf_out = timed(transformers)
+        times["c"].append(t)
+    tokens["a"] = sum(len(o.token_ids) for out in bare_out for o in out.outputs)
+    tokens["c"] = sum(len(c.token_ids) for outs in hf_out for c in outs)
+
+    bare_texts = [o.text for out in bare_out for o in sorted(out.outputs, key=lambda o: o.index)]
+    same = bare_texts == serve_critiques.column("critique").to_pylist()
+    counts = judging.critique_counts(serve_critiques)
+
+    rate = {key: critiques / statistics.median(ts) for key, ts in times.items()}
+    print(
+        f"\njudge throughput: {args.steps} steps x K={args.k} = {critiques} critiques per call, "
+        f"max_new_tokens={args.max_new_tokens}, model {model_dir.name}, {args.cpus} CPUs, "
+        f"median of {args.rounds} rounds"
+    )
+    print(f"{'':34}{'critiques/s':>12}{'tokens/s':>10}{'s/call':>8}")
+    rows = [
+        ("(a) bare vllm.LLM.generate", "a", tokens["a"]),
+        ("(b) ProcessJudge via Ray Serve", "b", tokens["a"] if same else None),
+        ("(c) transformers backend", "c", tokens["c"]),
+    ]
+    for label, key, toks in rows:
+        med = statistics.median(times[key])
+        tok_rate = f"{toks / med:10.0f}" if toks is not None else f"{'?':>10}"
+        print(f"{label:34}{rate[key]:12.1f}{tok_rate}{med:8.2f}")
+    print(f"b/a = {rate['b'] / rate['a']:.2f}  (target >= 0.8)    b/c = {rate['b'] / rate['c']:.2f}")
+    print(f"(a) and (b) critiques identical: {same}; (b) invalid critiques: {counts.invalid}/{counts.total}")
+
+    client.shutdown()
+    ray.shutdown()
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
