@@ -255,25 +255,11 @@ class JudgeClient:
         states = app.deployments[ROLE].replica_states
         return {getattr(state, "value", str(state)): int(n) for state, n in states.items()}
 
-    def as_step_scorer(self) -> JudgeStepScorer:
-        """This judge as search's `StepScorer` (step_scores only, judge.sampling)."""
-        return JudgeStepScorer(self)
-
     def running_replicas(self) -> int:
         return self.replica_states().get("RUNNING", 0)
 
     def shutdown(self) -> None:
         serve.delete(self.name)
-
-
-class JudgeStepScorer:
-    """`rprm_ray.search.base.StepScorer` over a JudgeClient: `score_steps` -> step_scores."""
-
-    def __init__(self, client: JudgeClient):
-        self.client = client
-
-    def score_steps(self, labeled_steps: pa.Table) -> pa.Table:
-        return self.client.score_steps(labeled_steps)[1]
 
 
 def deploy_judge(
