@@ -54,7 +54,7 @@ def beam_stage(run: Run) -> StageResult:
     generator = run.roles.generator(run.state["policy_dir"])
     judge = run.roles.judge(run.state["judge_dir"])
     cfg = r.search.model_copy(update={"strategy": "beam"})
-    results = run_beam(problems, generator, judge, cfg, run.task.style)
+    results = run_beam(problems, generator, judge, cfg, run.task.style, grade=run.task.grade)
     rows = results.to_pylist()
     correct = sum(bool(x["correct"]) for x in rows)
     return StageResult(

@@ -360,7 +360,8 @@ def _digit_slip(rng: random.Random, n: int) -> int:
 
 
 def _off_by_one(rng: random.Random, n: int) -> int:
-    options = [v for v in (n - 1, n + 1) if v >= 0]
+    # Stay non-negative where possible; a value already negative (a model's wrong prefix) may move either way.
+    options = [v for v in (n - 1, n + 1) if v >= 0] or [n - 1, n + 1]
     return rng.choice(options)
 
 
