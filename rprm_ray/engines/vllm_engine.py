@@ -96,8 +96,8 @@ class VllmEngine:
         self.model_dir = str(path)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_gib)
-        import vllm.envs
         import torch
+        import vllm.envs
         from vllm import LLM
 
         # An in-process engine core freezes vLLM's env reads once it is up; clear that so a
@@ -152,9 +152,15 @@ class VllmEngine:
             return []
         from vllm import SamplingParams
 
+        # A prompt repeated in one call (e.g. beam search refilling slots from one survivor) is
+        # sampled once with n x its count: per-prompt seeds would otherwise repeat its samples.
+        unique = list(dict.fromkeys(prompts))
+        count = {p: 0 for p in unique}
+        for prompt in prompts:
+            count[prompt] += 1
         params = [
             SamplingParams(
-                n=n,
+                n=n * count[prompt],
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
                 max_tokens=sampling.max_new_tokens,
@@ -163,13 +169,20 @@ class VllmEngine:
                 include_stop_str_in_output=include_stop,
                 logprobs=logprobs,
             )
-            for prompt in prompts
+            for prompt in unique
         ]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [
-            [self._completion(o, logprobs is not None) for o in sorted(out.outputs, key=lambda o: o.index)]
-            for out in outputs
-        ]
+        outputs = self.llm.generate(unique, params, use_tqdm=False)
+        samples = {
+            prompt: [self._completion(o, logprobs is not None) for o in sorted(out.outputs, key=lambda o: o.index)]
+            for prompt, out in zip(unique, outputs, strict=True)
+        }
+        taken = dict.fromkeys(unique, 0)
+        result = []
+        for prompt in prompts:
+            start = taken[prompt]
+            result.append(samples[prompt][start : start + n])
+            taken[prompt] = start + n
+        return result
 
     def _decode(self, token_id: int) -> str:
         text = self._decoded.get(token_id)
