@@ -114,7 +114,8 @@ def bootstrap_policy(
         t_trained, cpu_trained = time.perf_counter(), time.process_time()
         trainer.save(out)
         (out / "train_metrics.json").write_text(json.dumps(metrics))
-        result.update(metrics, reused=False, zero_stage=recipe.trainer.deepspeed.zero_stage)
+        result.update(metrics, reused=False, zero_stage=recipe.trainer.deepspeed.zero_stage,
+                      threads=trainer.num_threads)
 
     if eval_backend == "vllm":
         completions = _vllm_greedy(recipe, out, prompts, max_new)
@@ -159,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"policy: {result['model_dir']}{' (reused)' if result['reused'] else ''}")
     print(f"greedy accuracy on {result['eval_problems']} held-out problems: {result['accuracy']:.1%}")
     print(f"time: total {result['total_s']}s (build {result['build_s']}s, trainer init {result['init_s']}s, "
-          f"SFT {result['train_s']}s, eval {result['eval_s']}s via {result['eval_backend']})")
+          f"SFT {result['train_s']}s, eval {result['eval_s']}s via {result['eval_backend']}; "
+          f"CPU {result['total_cpu_s']}s)")
     if not result["reused"]:
         print(f"SFT loss: {result['loss_first']:.3f} -> {result['loss_last']:.3f} over {result['sft_steps']} steps")
     return 0

@@ -58,6 +58,8 @@ def test_deepspeed_uses_gloo_and_zero2(trainer) -> None:
 
 
 def test_sft_steps_change_weights_and_lower_loss(trainer) -> None:
+    from rprm_ray.training import lr_at
+
     before = trainer.weights_checksum()
     params_before = {k: v.clone() for k, v in trainer.state_dict().items()}
     metrics = trainer.sft(_sft_table(), steps=30)
@@ -66,6 +68,8 @@ def test_sft_steps_change_weights_and_lower_loss(trainer) -> None:
     changed = [k for k, v in trainer.state_dict().items() if not (v == params_before[k]).all()]
     assert "model.layers.0.self_attn.q_proj.weight" in changed
     assert metrics["steps"] == 30
+    # The per-step schedule reaches the optimizer ZeRO-2 wraps.
+    assert trainer.engine.optimizer.param_groups[0]["lr"] == pytest.approx(lr_at(29, 30, 3e-3, 0.0))
     assert metrics["loss_last"] < metrics["loss_first"]
 
 

@@ -120,19 +120,15 @@ def test_lr_schedule_warms_up_then_decays_to_floor() -> None:
     assert lr_at(100, 100, 1.0, 0.1) == pytest.approx(0.1)  # floor = 10% of peak
 
 
-def test_length_grouped_batches_cover_each_row_once_per_epoch_with_similar_lengths() -> None:
+def test_shuffled_batches_cover_each_row_once_per_epoch_and_reshuffle() -> None:
     import itertools
     import random
 
-    from rprm_ray.training import length_grouped_batches
+    from rprm_ray.training import shuffled_batches
 
-    rng = random.Random(0)
-    lengths = [rng.randint(10, 60) for _ in range(1000)]
-    gen = length_grouped_batches(lengths, size=10, rng=random.Random(1), group=20)
-    epoch = list(itertools.islice(gen, 100))  # 1000 rows / 10 = one epoch
-    assert sorted(i for b in epoch for i in b) == list(range(1000))
-    assert all(len(b) == 10 for b in epoch)
-    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in epoch) / len(epoch)
-    assert spread < 10  # random batches of 10 would spread ~40 tokens
-    second = list(itertools.islice(gen, 100))
-    assert sorted(i for b in second for i in b) == list(range(1000)) and second != epoch
+    gen = shuffled_batches(105, size=10, rng=random.Random(1))
+    epoch = list(itertools.islice(gen, 11))  # 10 full batches and one of 5
+    assert [len(b) for b in epoch] == [10] * 10 + [5]
+    assert sorted(i for b in epoch for i in b) == list(range(105))
+    second = list(itertools.islice(gen, 11))
+    assert sorted(i for b in second for i in b) == list(range(105)) and second != epoch
