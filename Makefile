@@ -28,8 +28,12 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/rprm-ray run $(RECIPE)
 
-# The README's test command: unit + integration (real Ray, vLLM, DeepSpeed on CPU) + e2e.
+# The README's test command: unit + integration (real Ray, vLLM, DeepSpeed on CPU). The few
+# end-to-end runs marked `slow` (several minutes each) run with `make test-all`.
 test: setup
+	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+test-all: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-unit: setup
