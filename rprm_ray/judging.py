@@ -87,8 +87,13 @@ def critique_rows(
 
 
 def step_score_rows(critiques: pa.Table, mode: ScoreMode, *, where: str = "judging") -> pa.Table:
-    """One `step_scores` row per (solution_id, step_idx), in order of first appearance. The score
-    is null when no critique of the step was valid (the counts say why)."""
+    """Group `critiques` by (solution_id, step_idx) into a `step_scores` table, the one place
+    that does so (the judge, its clients, evaluation stages).
+
+    Rows come in order of first appearance, so they follow the caller's labeled_steps (the
+    order does not change a score: `scoring.step_score` only averages). The score is
+    `scoring.step_score` over the valid critiques, null when no critique of the step was valid
+    (num_valid / num_invalid say why)."""
     table = batches.validate(critiques, "critiques", where=where)
     groups: dict[tuple[str, int], dict[str, Any]] = {}
     for row in table.to_pylist():

@@ -123,34 +123,6 @@ def aggregate(step_scores: Sequence[float | None], how: Aggregation) -> float | 
     return sum(scores) / len(scores)
 
 
-def step_scores_from_critiques(critiques: pa.Table, mode: StepScoreMode = "p_yes") -> pa.Table:
-    """Group a `critiques` table by (solution_id, step_idx) into a `step_scores` table."""
-    from rprm_ray.batches import from_rows, validate
-
-    critiques = validate(critiques, "critiques", where="step_scores_from_critiques")
-    groups: dict[tuple[str, int], dict] = {}
-    for row in critiques.to_pylist():
-        key = (row["solution_id"], row["step_idx"])
-        group = groups.setdefault(key, {"problem_id": row["problem_id"], "p_yes": [], "verdicts": []})
-        verdict = row["verdict"] if row["valid"] else None
-        group["p_yes"].append(row["p_yes"])
-        group["verdicts"].append(verdict)
-    rows = []
-    for (solution_id, step_idx), group in sorted(groups.items()):
-        num_valid = sum(v is not None for v in group["verdicts"])
-        rows.append(
-            {
-                "problem_id": group["problem_id"],
-                "solution_id": solution_id,
-                "step_idx": step_idx,
-                "score": step_score(group["p_yes"], group["verdicts"], mode),
-                "num_valid": num_valid,
-                "num_invalid": len(group["verdicts"]) - num_valid,
-            }
-        )
-    return from_rows(rows, "step_scores")
-
-
 def scores_by_solution(step_scores: pa.Table) -> dict[str, list[float | None]]:
     """`step_scores` table -> {solution_id: [score of step 0, step 1, ...]}; a step absent from the
     table (never judged) is None."""

@@ -11,8 +11,8 @@ import pyarrow.compute as pc
 from rprm_ray import batches, pairs, teachers
 from rprm_ray.config import SamplingConfig
 from rprm_ray.evaluation.processbench import harmonic_f1, predicted_first_error
+from rprm_ray.judging import step_score_rows
 from rprm_ray.loop import Run, StageResult
-from rprm_ray.scoring import step_scores_from_critiques
 from rprm_ray.stages import data
 from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, train_dpo
 
@@ -114,7 +114,7 @@ def judge_f1_stage(run: Run, model_dir: str, phase: str) -> StageResult:
         tables["critiques_sampled"] = (many, "critiques")
         for k in ks:
             subset = many.filter(pc.less(many.column("sample_idx"), k))
-            f1 = first_error_f1(steps, step_scores_from_critiques(subset, r.judge.score), r.evaluation.threshold)
+            f1 = first_error_f1(steps, step_score_rows(subset, r.judge.score), r.evaluation.threshold)
             metrics[f"{phase}_f1_at_k{k}"] = f1["f1"]
     return StageResult(metrics=metrics, tables=tables)
 

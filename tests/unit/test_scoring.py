@@ -3,13 +3,13 @@ import math
 import pytest
 
 from rprm_ray.batches import from_rows
+from rprm_ray.judging import step_score_rows
 from rprm_ray.scoring import (
     VERDICT_PREFIX,
     aggregate,
     p_yes_from_top_logprobs,
     scores_by_solution,
     step_score,
-    step_scores_from_critiques,
 )
 
 ln = math.log
@@ -136,11 +136,11 @@ def test_step_scores_table_from_critiques_and_back_to_lists():
         ],
         "critiques",
     )
-    table = step_scores_from_critiques(critiques)
+    table = step_score_rows(critiques, "p_yes")
     rows = {(r["solution_id"], r["step_idx"]): r for r in table.to_pylist()}
     assert rows[("s1", 0)]["score"] == pytest.approx(0.8)
     assert (rows[("s1", 1)]["score"], rows[("s1", 1)]["num_valid"], rows[("s1", 1)]["num_invalid"]) == (0.2, 1, 1)
-    assert rows[("s2", 2)]["score"] is None
+    assert (rows[("s2", 2)]["score"], rows[("s2", 2)]["num_valid"], rows[("s2", 2)]["num_invalid"]) == (None, 0, 1)
     lists = scores_by_solution(table)
     assert lists["s1"] == [pytest.approx(0.8), 0.2]
     assert lists["s2"] == [None, None, None]  # steps 0 and 1 never judged

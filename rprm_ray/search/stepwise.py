@@ -1,0 +1,185 @@
+"""The step-by-step search loop that greedy (R-PRM scores) and self-judged (PSRLM pairwise wins)
+search share: at each level, sample w candidate next steps for every open problem, let the
+strategy pick one per problem, append it (or roll back on a tie), stop at a final step or after
+max_depth levels. Rollbacks use a level too, so max_depth bounds the loop. A level where every
+candidate was dropped (blank) still uses one unit of depth, as in the paper's script.
+
+What differs between strategies is only how a level is judged: a `ChooseSteps` function makes
+the level's single judge call and returns a `StepChoice` per problem. The pairs of kept steps
+become the `preference_pairs` (kind "step") of the data generators; a rolled-back step's pair is
+discarded with it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec
+
+import pyarrow as pa
+
+from rprm_ray import batches
+from rprm_ray.config import SearchConfig
+from rprm_ray.prompts import PromptStyle
+from rprm_ray.search.base import (
+    Grader,
+    ProblemState,
+    StepGenerator,
+    expand_prefixes,
+    keep_candidates,
+    problem_states,
+    result_row,
+    results_table,
+    run_in_chunks,
+    solution_score,
+)
+
+
+@dataclass(frozen=True)
+class StepChoice:
+    """A strategy's pick among one problem's candidates at one level."""
+
+    best: dict  # the `candidates` row to append
+    score: float | None  # its step score; None when the strategy does not score steps
+    pair: dict | None  # the step `preference_pairs` row recorded with it, if any
+    tied: bool  # the judge did not discriminate: the search rolls back when asked to
+
+
+# (judge, style, kept candidates per open problem in candidate order, open problems' states by
+# problem_id, problem_id of every prefix_id sent this level) -> {problem_id: StepChoice} for every
+# problem of the candidates, from ONE judge call for the whole level. It counts its judge calls
+# on the states.
+ChooseSteps = Callable[
+    [Any, PromptStyle, dict[str, list[dict]], dict[str, ProblemState], dict[str, str]],
+    dict[str, StepChoice],
+]
+
+
+@dataclass(frozen=True)
+class StepwiseStrategy:
+    """What a strategy brings to the shared loop."""
+
+    name: str  # the results' `strategy` column
+    level_tag: str  # prefix ids are `<problem_id>/<level_tag><level>`
+    choose: ChooseSteps
+
+
+def stepwise_search(
+    strategy: StepwiseStrategy,
+    problems: pa.Table,
+    generator: StepGenerator,
+    judge: Any,
+    cfg: SearchConfig,
+    style: PromptStyle,
+    *,
+    rollback_on_tie: bool,
+    grade: Grader,
+) -> tuple[pa.Table, pa.Table]:
+    """Results table (score: the kept steps' scores aggregated with cfg.aggregation, null when
+    the strategy scores no step) plus the kept steps' pairs. `judge` is whatever
+    `strategy.choose` takes."""
+    search = _Search(strategy, generator, judge, cfg, style, rollback_on_tie, grade)
+    pairs: list[pa.Table] = []
+
+    def run_chunk(chunk: pa.Table) -> pa.Table:
+        results, chunk_pairs = search.chunk(chunk)
+        pairs.append(chunk_pairs)
+        return results
+
+    results = run_in_chunks(problems, cfg.batch_prompts, run_chunk)
+    return results, batches.concat(pairs, "preference_pairs")
+
+
+P = ParamSpec("P")
+
+
+def results_only(search: Callable[P, tuple[pa.Table, pa.Table]]) -> Callable[P, pa.Table]:
+    """The test-time `run_<strategy>` of a data generator: same arguments, results table alone."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> pa.Table:
+        results, _ = search(*args, **kwargs)
+        return results
+
+    return run
+
+
+@dataclass(frozen=True)
+class _Search:
+    """One search's arguments, shared by its chunks."""
+
+    strategy: StepwiseStrategy
+    generator: StepGenerator
+    judge: Any
+    cfg: SearchConfig
+    style: PromptStyle
+    rollback_on_tie: bool
+    grade: Grader
+
+    def chunk(self, chunk: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """Search one chunk of problems, level by level -> (results, pairs of the kept steps)."""
+        states = problem_states(chunk)
+        kept: dict[str, list[StepChoice]] = {s.problem_id: [] for s in states}
+        done: set[str] = set()
+        for level in range(self.cfg.max_depth):
+            open_states = [s for s in states if s.problem_id not in done]
+            if not open_states:
+                break
+            for state in open_states:
+                state.depth = level + 1
+            per_problem, problem_of = self._expand_level(open_states, kept, level)
+            by_id = {s.problem_id: s for s in open_states}
+            choices = self.strategy.choose(self.judge, self.style, per_problem, by_id, problem_of)
+            for pid in per_problem:
+                choice = choices[pid]
+                if choice.tied and self.rollback_on_tie:
+                    if kept[pid]:
+                        kept[pid].pop()
+                        by_id[pid].rollbacks += 1
+                    continue
+                kept[pid].append(choice)
+                if choice.best["finished"]:
+                    done.add(pid)
+        results = [
+            self._result_row(state, kept[state.problem_id], state.problem_id in done) for state in states
+        ]
+        pairs = [c.pair for s in states for c in kept[s.problem_id] if c.pair is not None]
+        return results_table(results), batches.from_rows(pairs, "preference_pairs")
+
+    def _expand_level(
+        self, open_states: list[ProblemState], kept: dict[str, list[StepChoice]], level: int
+    ) -> tuple[dict[str, list[dict]], dict[str, str]]:
+        """One generator call for every open problem -> ({problem_id: kept candidates}, {prefix_id:
+        problem_id}). Every generated step counts in the problem's candidate_steps, dropped or not."""
+        prefix_rows, problem_of = [], {}
+        for state in open_states:
+            prefix_id = f"{state.problem_id}/{self.strategy.level_tag}{level}"
+            problem_of[prefix_id] = state.problem_id
+            prefix_rows.append(
+                {
+                    "problem_id": state.problem_id,
+                    "prefix_id": prefix_id,
+                    "question": state.question,
+                    "prefix_steps": [c.best["step"] for c in kept[state.problem_id]],
+                }
+            )
+        cfg = self.cfg
+        candidates = expand_prefixes(self.generator, prefix_rows, cfg.candidates_per_step, cfg.sampling)
+        by_id = {s.problem_id: s for s in open_states}
+        for row in candidates:
+            by_id[problem_of[row["prefix_id"]]].candidate_steps += 1
+        per_problem: dict[str, list[dict]] = {}
+        for row in keep_candidates(candidates, problem_of, cfg.filter_duplicates):
+            per_problem.setdefault(problem_of[row["prefix_id"]], []).append(row)
+        return per_problem, problem_of
+
+    def _result_row(self, state: ProblemState, kept: list[StepChoice], finished: bool) -> dict:
+        steps = [c.best["step"] for c in kept]
+        return result_row(
+            state,
+            self.strategy.name,
+            steps,
+            answer=self.style.extract_answer(steps) if finished else None,
+            finished=finished,
+            score=solution_score([c.score for c in kept], self.cfg.aggregation),
+            grade=self.grade,
+            num_completions=1,
+        )
