@@ -2,8 +2,8 @@
 
 One actor per DeepSpeed rank. `TrainerGroup` starts `trainer.num_workers` of them with a shared
 torch.distributed rendezvous (rank 0's address and a free port), the same way on a GPU cluster
-(NCCL) and here (gloo, world size 1). Every rank receives the whole table and takes its own shard
-inside the training loop; rank 0's metrics and checkpoint are returned.
+(NCCL) and here (gloo, world size 1). Every rank receives the whole table and trains on its own
+rows of each global batch (rprm_ray.training.shuffled_batches); rank 0's metrics and checkpoint are returned.
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ class Trainer:
         return out
 
     def save(self, out_dir: str) -> str:
-        """Write an HF safetensors checkpoint (rank 0) and return the weights' checksum."""
-        if self.rank == 0:
-            self.core.save(out_dir)
+        """Write an HF safetensors checkpoint and return the weights' checksum. Runs on every
+        rank (ZeRO-3 gathers shards collectively); the core writes from rank 0 only."""
+        self.core.save(out_dir)
         return self.core.weights_checksum()
 
     def weights_checksum(self) -> str:

@@ -132,3 +132,22 @@ def test_shuffled_batches_cover_each_row_once_per_epoch_and_reshuffle() -> None:
     assert sorted(i for b in epoch for i in b) == list(range(105))
     second = list(itertools.islice(gen, 11))
     assert sorted(i for b in second for i in b) == list(range(105)) and second != epoch
+
+
+def test_shuffled_batches_give_each_rank_its_own_rows() -> None:
+    import itertools
+    import random
+
+    from rprm_ray.training import shuffled_batches
+
+    world = 3
+    per_rank = [list(itertools.islice(shuffled_batches(120, size=10, rng=random.Random(7), rank=r,
+                                                       world_size=world), 4)) for r in range(world)]
+    for step in range(4):
+        rows = [set(per_rank[r][step]) for r in range(world)]
+        assert all(len(r) == 10 for r in rows)
+        assert not (rows[0] & rows[1]) and not (rows[1] & rows[2]) and not (rows[0] & rows[2])
+    epoch = [i for r in range(world) for b in per_rank[r] for i in b]
+    assert sorted(epoch) == list(range(120))  # 4 steps x 3 ranks x 10 rows = one epoch
+    with pytest.raises(ValueError, match="rank 3 outside world size 3"):
+        next(shuffled_batches(10, 2, random.Random(0), rank=3, world_size=3))
