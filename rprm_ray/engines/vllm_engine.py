@@ -154,10 +154,15 @@ class VllmEngine:
 
         # A prompt repeated in one call (e.g. beam search refilling slots from one survivor) is
         # sampled once with n x its count: per-prompt seeds would otherwise repeat its samples.
+        # Greedy decoding gives every repeat the same text, and vLLM refuses n > 1 without
+        # sampling: there the prompt is decoded once and its completion shared.
+        greedy = sampling.temperature == 0
         unique = list(dict.fromkeys(prompts))
         count = {p: 0 for p in unique}
         for prompt in prompts:
             count[prompt] += 1
+        if greedy:
+            count = dict.fromkeys(unique, 1)
         params = [
             SamplingParams(
                 n=n * count[prompt],
@@ -179,7 +184,7 @@ class VllmEngine:
         taken = dict.fromkeys(unique, 0)
         result = []
         for prompt in prompts:
-            start = taken[prompt]
+            start = 0 if greedy else taken[prompt]
             result.append(samples[prompt][start : start + n])
             taken[prompt] = start + n
         return result

@@ -82,6 +82,16 @@ def test_samples_are_seeded_per_prompt_not_per_batch(engine) -> None:
     assert alone[0].token_ids != alone[1].token_ids  # the n samples of one prompt differ
 
 
+def test_a_prompt_repeated_in_one_call_gets_distinct_samples_or_one_shared_greedy_text(engine) -> None:
+    sampled = engine.generate(["Q:7*8\n", "Q:1+1\n", "Q:7*8\n"], 2, SAMPLED)
+    repeats = [c.token_ids for c in sampled[0] + sampled[2]]
+    assert len({tuple(t) for t in repeats}) == 4  # beam refills must not repeat one sample
+    # Greedy: vLLM refuses n > 1 without sampling; the repeats share the one greedy text.
+    greedy = engine.generate(["Q:7*8\n", "Q:1+1\n", "Q:7*8\n"], 1, GREEDY, logprobs=2)
+    assert [len(cs) for cs in greedy] == [1, 1, 1]
+    assert greedy[0][0].token_ids == greedy[2][0].token_ids == engine.generate(["Q:7*8\n"], 1, GREEDY)[0][0].token_ids
+
+
 def test_vllm_and_transformers_agree_on_greedy_tokens_and_logprobs(engine, hf) -> None:
     prompts = ["Q:1+2\n", CANARY]
     v = engine.generate(prompts, 1, GREEDY, logprobs=3)
