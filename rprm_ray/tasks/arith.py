@@ -455,8 +455,21 @@ def inject_error(problem: ArithProblem, rng: random.Random) -> InjectedError:
 # The programmatic teacher
 
 
+def aligned_pairs(expected: str, claimed: str) -> str:
+    """Expected and claimed value digit by digit, right-aligned (`_` pads the shorter), each pair
+    written side by side: `aligned_pairs("116", "611") == "16 11 61"`."""
+    width = max(len(expected), len(claimed))
+    return " ".join(a + b for a, b in zip(expected.rjust(width, "_"), claimed.rjust(width, "_"), strict=True))
+
+
 def _critique(r_step: str, exp_left: str, exp_result: str, claimed: tuple[str, str], verdict: str) -> str:
-    return f"R:{r_step}\nC:{exp_left}|{claimed[0]} {exp_result}|{claimed[1]}\n{verdict_line(verdict)}"
+    # Why this shape (measured with 0.5M-parameter judges): with `C:124|124 116|611` and the
+    # verdict line right after it, a judge wrote R and C correctly yet P(Yes) stayed ~0.5 — it
+    # must compare multi-digit numbers across ~50 characters of fixed verdict prefix. Here each
+    # digit pair stands side by side (a mismatch is visible in two adjacent characters) and
+    # `V:<Y|N>` decides right after them; the verdict line then only copies that decision.
+    pairs = f"{aligned_pairs(exp_left, claimed[0])}|{aligned_pairs(exp_result, claimed[1])}"
+    return f"R:{r_step}\nC:{pairs}\nV:{verdict[0]}\n{verdict_line(verdict)}"
 
 
 def teacher_verdict(question: str, previous_steps: list[str], now_step: str) -> str:
@@ -473,7 +486,7 @@ def teacher_critique(
     rng: random.Random | None = None,
 ) -> str:
     """The compact critique: expected step, comparison line (expected|claimed left operand and
-    result), verdict line. With agree=False the critique reaches the wrong verdict the way a weak
+    result), the local decision `V:Y` / `V:N`, verdict line. With agree=False the critique reaches the wrong verdict the way a weak
     judge does: for a right step it miscomputes the expected result; for a wrong step it copies
     the claimed step instead of recomputing. `rng` picks the miscomputation (default: +1)."""
     exp = _expected(question, list(previous_steps))

@@ -172,22 +172,28 @@ def test_expected_step_uses_previous_steps_as_written() -> None:
     assert arith.expected_step(q, ["37+25=62", "A:62"]) is None  # nothing follows an answer
 
 
+def test_aligned_pairs_put_each_expected_digit_beside_the_claimed_one() -> None:
+    assert arith.aligned_pairs("116", "611") == "16 11 61"
+    assert arith.aligned_pairs("1302", "92") == "1_ 3_ 09 22"  # right-aligned, `_` pads
+    assert arith.aligned_pairs("A", "A") == "AA"
+
+
 def test_teacher_critique_format() -> None:
     q = "(37+25)*3-8"
     assert arith.teacher_critique(q, ["37+25=62"], "62*3=186") == (
-        "R:62*3=186\nC:62|62 186|186\nVerification: Is the step correct (Yes/No)? Yes"
+        "R:62*3=186\nC:66 22|11 88 66\nV:Y\nVerification: Is the step correct (Yes/No)? Yes"
     )
     assert arith.teacher_critique(q, ["37+25=62"], "26*3=78") == (
-        "R:62*3=186\nC:62|26 186|78\nVerification: Is the step correct (Yes/No)? No"
+        "R:62*3=186\nC:62 26|1_ 87 68\nV:N\nVerification: Is the step correct (Yes/No)? No"
     )
     assert arith.teacher_critique(q, ["37+25=62", "62*3=186", "186-8=178"], "A:179") == (
-        "R:A:178\nC:A|A 178|179\nVerification: Is the step correct (Yes/No)? No"
+        "R:A:178\nC:AA|11 77 89\nV:N\nVerification: Is the step correct (Yes/No)? No"
     )
     # An answer given too early and a malformed step are critiqued, never a crash.
     early = arith.teacher_critique(q, ["37+25=62"], "A:62")
-    assert early.startswith("R:62*3=186\nC:62|A 186|62\n") and parse_verdict(early) == "No"
+    assert early.startswith("R:62*3=186\nC:6_ 2A|1_ 86 62\nV:N\n") and parse_verdict(early) == "No"
     junk = arith.teacher_critique(q, [], "37+x")
-    assert junk.startswith("R:37+25=62\nC:37|37 62|?\n") and parse_verdict(junk) == "No"
+    assert junk.startswith("R:37+25=62\nC:33 77|6_ 2?\nV:N\n") and parse_verdict(junk) == "No"
     after = arith.teacher_critique(q, ["37+25=62", "62*3=186", "186-8=178", "A:178"], "1+1=2")
     assert after.startswith("R:-\n") and parse_verdict(after) == "No"
 
@@ -206,10 +212,12 @@ def test_teacher_critiques_parse_to_the_right_verdict(splits) -> None:
                 assert parse_verdict(right) == ("Yes" if label else "No"), (p.question, steps, i)
                 assert parse_verdict(wrong) == ("No" if label else "Yes")
                 assert right.isascii() and wrong.isascii()
-                # The comparison line exposes every wrong step: some expected|claimed differs.
-                fields = right.split("\n")[1][2:].split(" ")
-                mismatch = any(x.split("|")[0] != x.split("|")[1] for x in fields)
+                # The comparison line exposes every wrong step: some digit pair differs, and
+                # the V line states the decision the verdict line repeats.
+                pairs = right.split("\n")[1][2:].replace("|", " ").split(" ")
+                mismatch = any(pair[0] != pair[1] for pair in pairs)
                 assert mismatch == (not label), right
+                assert right.split("\n")[2] == ("V:N" if mismatch else "V:Y")
                 counts[label] += 1
     assert counts[True] > 0 and counts[False] > 0
 
