@@ -38,7 +38,7 @@ def collect(manifest: Manifest) -> dict[str, Any]:
     bon = stages.get("final/best_of_n")
     if bon:
         out["best_of_n"] = {k: v for k, v in bon.items() if k.startswith(("bon", "weighted", "majority", "oracle"))
-                            or k in ("best_aggregation", "candidate_steps")}
+                            or k in ("best_aggregation", "candidate_steps", "candidate_steps_at_n", "problems")}
     beam = stages.get("final/beam")
     if beam:
         out["beam"] = beam
@@ -69,7 +69,73 @@ def make_plots(summary: dict[str, Any], out_dir: Path) -> list[Path]:
         series["majority vote"] = [bon["majority"][str(n)] for n in ns]
         series["oracle (pass@N)"] = [bon["oracle"][str(n)] for n in ns]
         made.append(plots.plot_accuracy_vs_n(ns, series, out_dir / "accuracy_vs_n.png"))
+        budget = budget_series(summary)
+        if budget:
+            made.append(plots.plot_accuracy_vs_budget(budget, out_dir / "accuracy_vs_candidate_steps.png"))
     return made
+
+
+def budget_series(summary: dict[str, Any]) -> dict[str, tuple[list[float], list[float]]]:
+    """Best-of-N (its best aggregation) and beam search on one axis: candidate steps generated
+    per problem. Empty for runs recorded before the stages wrote their budgets."""
+    bon, beam = summary.get("best_of_n", {}), summary.get("beam")
+    per_n, problems = bon.get("candidate_steps_at_n"), bon.get("problems")
+    if not per_n or not problems:
+        return {}
+    how = bon["best_aggregation"]
+    ns = sorted(int(n) for n in per_n)
+    series = {f"Best-of-N ({how})": ([round(per_n[str(n)] / problems, 1) for n in ns],
+                                     [bon[f"bon_{how}"][str(n)] for n in ns])}
+    if beam and beam.get("problems"):
+        series[f"beam search (N={beam['beams']}, M={beam['beam_width']})"] = (
+            [round(beam["candidate_steps"] / beam["problems"], 1)], [beam["beam_accuracy"]])
+    return series
+
+
+def target_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The embedded demo's reference targets (issue tracker; ProcessBench-style definitions),
+    each with what this run measured and whether it holds. Rows appear once their data exists."""
+    rows: list[tuple[str, str]] = []
+
+    def check(name: str, ok: bool, measured: str) -> None:
+        rows.append((name, f"{'met' if ok else 'NOT met'}: {measured}"))
+
+    judge = summary.get("judge", {})
+    sft, dpo = judge.get("sft"), judge.get("dpo")
+    if sft:
+        check("judge F1 after SFT >= 70", sft["f1"] >= 70, f"{sft['f1']:.1f}")
+    if sft and dpo:
+        check("judge F1 after DPO >= after SFT", dpo["f1"] >= sft["f1"], f"{dpo['f1']:.1f} vs {sft['f1']:.1f}")
+    last = dpo or sft
+    if last and {"1", "8"} <= set(last["f1_at_k"]):
+        k1, k8 = last["f1_at_k"]["1"], last["f1_at_k"]["8"]
+        check("judge F1 at K=8 >= at K=1", k8 >= k1, f"{k8:.1f} vs {k1:.1f}")
+    if "pass@1_M1" in summary and len(summary.get("pass@1_per_iteration", {})) > 1:
+        gain = summary["pass@1_final"] - summary["pass@1_M1"]
+        check("pass@1 after self-rewarding >= M1 + 3", gain >= 3,
+              f"{summary['pass@1_final']:.1f} vs {summary['pass@1_M1']:.1f} ({gain:+.1f})")
+    bon = summary.get("best_of_n")
+    if bon and "pass@1_final" in summary:
+        n = max(int(k) for k in bon["bon_min"])
+        best = bon[f"bon_{bon['best_aggregation']}"][str(n)]
+        check(f"Best-of-{n} >= pass@1 + 10", best >= summary["pass@1_final"] + 10,
+              f"{best:.1f} vs greedy pass@1 {summary['pass@1_final']:.1f}")
+    beam = summary.get("beam")
+    if bon and beam and bon.get("candidate_steps_at_n"):
+        # Best-of-n at the smallest n that spends at least beam search's step budget.
+        how = bon["best_aggregation"]
+        per_n = {int(k): v for k, v in bon["candidate_steps_at_n"].items()}
+        fair = [n for n in sorted(per_n) if per_n[n] >= beam["candidate_steps"]]
+        if fair:
+            n = fair[0]
+            best = bon[f"bon_{how}"][str(n)]
+            check("beam >= Best-of-N at equal candidate steps", beam["beam_accuracy"] >= best,
+                  f"beam {beam['beam_accuracy']:.1f}% ({beam['candidate_steps']} steps) vs Best-of-{n} "
+                  f"{best:.1f}% ({per_n[n]} steps)")
+        else:
+            check("beam >= Best-of-N at equal candidate steps", False,
+                  f"beam spent {beam['candidate_steps']} steps, more than Best-of-{max(per_n)} ({per_n[max(per_n)]})")
+    return rows
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
@@ -118,6 +184,7 @@ figure{{display:inline-block;margin:0 1em 1em 0}}img{{max-width:520px}}</style><
 <p>mode <b>{html.escape(str(manifest.data['recipe']['loop']['mode']))}</b>, recipe fingerprint
 <code>{manifest.data['recipe_fingerprint']}</code>; figures on held-out problems of the embedded world.</p>
 <h2>Headline</h2>{_table(headline_rows(summary))}
+<h2>Reference targets (embedded demo)</h2>{_table(target_rows(summary)) if target_rows(summary) else '<p>(none measured yet)</p>'}
 <h2>Plots</h2>{figures or '<p>(no plots yet)</p>'}
 <h2>Stages</h2>{_table(stage_rows)}
 <p>All figures: <a href="metrics.json">metrics.json</a>; every stage's Arrow output is Parquet under this directory.</p>
@@ -133,5 +200,10 @@ def summary_text(run_dir: Path) -> str:
     width = max((len(a) for a, _ in rows), default=0)
     lines = [f"== rprm-ray run {run_dir} =="]
     lines += [f"{a.ljust(width)}  {b}" for a, b in rows]
+    targets = target_rows(summary)
+    if targets:
+        lines.append("reference targets (embedded demo):")
+        width = max(len(a) for a, _ in targets)
+        lines += [f"  {a.ljust(width)}  {b}" for a, b in targets]
     lines.append(f"report: {run_dir / 'report.html'}")
     return "\n".join(lines)

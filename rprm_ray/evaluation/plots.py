@@ -130,3 +130,11 @@ def plot_judge_f1_per_phase(phases: Sequence[str], f1s: Sequence[float], out_pat
         return _save(fig, out_path)
     finally:
         plt.close(fig)
+
+
+def plot_accuracy_vs_budget(series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                            out_path: str | Path) -> Path:
+    """Accuracy (percent) against generated candidate steps per problem: search strategies
+    compared at equal generation cost; {name: (steps per problem, accuracies)}."""
+    return line_plot(series, out_path, title="Accuracy vs generated candidate steps",
+                     xlabel="candidate steps generated per problem", ylabel="accuracy (%)")

@@ -31,7 +31,12 @@ def best_of_n_stage(run: Run) -> StageResult:
         for pid, sols in by_problem.items()
     ]
     ns = sorted(set(r.evaluation.bon_samples_per_prompt))
-    metrics: dict = {"ns": ns, "candidate_steps": sum(len(s["steps"]) for s in solutions.to_pylist())}
+    metrics: dict = {"ns": ns, "problems": len(by_problem),
+                     "candidate_steps": sum(len(s["steps"]) for s in solutions.to_pylist()),
+                     # Steps generated for the first n samples of each problem: the budget that
+                     # Best-of-n spends, read against beam search's at equal cost.
+                     "candidate_steps_at_n": {str(n): sum(len(s["steps"]) for sols in by_problem.values()
+                                                          for s in sols[:n]) for n in ns}}
     for how in AGGREGATIONS:
         res = evaluate_best_of_n(bon_problems, how, ns)
         metrics[f"bon_{how}"] = {str(n): res.best_of_n[n] for n in ns}
@@ -58,7 +63,7 @@ def beam_stage(run: Run) -> StageResult:
     rows = results.to_pylist()
     correct = sum(bool(x["correct"]) for x in rows)
     return StageResult(
-        metrics={"beam_accuracy": 100.0 * correct / max(1, len(rows)),
+        metrics={"beam_accuracy": 100.0 * correct / max(1, len(rows)), "problems": len(rows),
                  "candidate_steps": sum(x["candidate_steps"] for x in rows),
                  "beams": cfg.samples_per_prompt, "beam_width": cfg.beam_width},
         tables={"results": (results, "search_results")},

@@ -1,0 +1,66 @@
+"""The run report's pure parts: headline rows, the reference-target checks and the plots, from a
+hand-written summary (what `report.collect` builds from stage metrics)."""
+
+from __future__ import annotations
+
+from rprm_ray import report
+
+
+def summary(beam_steps: int = 900, beam_acc: float = 80.0) -> dict:
+    return {
+        "pass@1_per_iteration": {"0": 60.0, "1": 62.0, "2": 64.5},
+        "pass@1_M1": 60.0,
+        "pass@1_final": 64.5,
+        "judge": {
+            "sft": {"f1": 72.0, "error_acc": 70.0, "correct_acc": 74.1, "f1_at_k": {"1": 60.0, "8": 71.0}},
+            "dpo": {"f1": 71.0, "error_acc": 69.0, "correct_acc": 73.1, "f1_at_k": {"1": 61.0, "8": 65.0}},
+        },
+        "best_of_n": {
+            "bon_min": {"1": 50.0, "4": 70.0, "8": 76.0}, "bon_last": {"1": 50.0, "4": 68.0, "8": 74.0},
+            "bon_prod": {"1": 50.0, "4": 69.0, "8": 75.0}, "bon_mean": {"1": 50.0, "4": 66.0, "8": 70.0},
+            "majority": {"1": 50.0, "4": 64.0, "8": 68.0}, "oracle": {"1": 50.0, "4": 85.0, "8": 92.0},
+            "best_aggregation": "min", "problems": 100,
+            "candidate_steps": 3200, "candidate_steps_at_n": {"1": 400, "4": 1600, "8": 3200},
+        },
+        "beam": {"beam_accuracy": beam_acc, "candidate_steps": beam_steps, "problems": 100, "beams": 8,
+                 "beam_width": 4},
+    }
+
+
+def test_target_rows_state_each_target_with_its_measurement() -> None:
+    rows = dict(report.target_rows(summary()))
+    assert rows["judge F1 after SFT >= 70"] == "met: 72.0"
+    assert rows["judge F1 after DPO >= after SFT"] == "NOT met: 71.0 vs 72.0"
+    assert rows["judge F1 at K=8 >= at K=1"] == "met: 65.0 vs 61.0"  # the last phase's curve
+    assert rows["pass@1 after self-rewarding >= M1 + 3"] == "met: 64.5 vs 60.0 (+4.5)"
+    assert rows["Best-of-8 >= pass@1 + 10"] == "met: 76.0 vs greedy pass@1 64.5"
+    # Beam spent 900 steps: the fair Best-of-N is the smallest n spending at least that (n=4).
+    assert rows["beam >= Best-of-N at equal candidate steps"] == (
+        "met: beam 80.0% (900 steps) vs Best-of-4 70.0% (1600 steps)")
+
+
+def test_beam_over_every_best_of_n_budget_is_not_met() -> None:
+    rows = dict(report.target_rows(summary(beam_steps=5000, beam_acc=99.0)))
+    assert rows["beam >= Best-of-N at equal candidate steps"].startswith("NOT met: beam spent 5000 steps")
+
+
+def test_targets_without_their_data_are_left_out() -> None:
+    assert report.target_rows({}) == []
+    only_sft = {"judge": {"sft": {"f1": 10.0, "error_acc": 5.0, "correct_acc": 50.0, "f1_at_k": {}}}}
+    assert report.target_rows(only_sft) == [("judge F1 after SFT >= 70", "NOT met: 10.0")]
+
+
+def test_plots_include_accuracy_against_candidate_steps(tmp_path) -> None:
+    made = {p.name for p in report.make_plots(summary(), tmp_path)}
+    assert made == {"accuracy_per_iteration.png", "judge_f1_per_phase.png", "f1_vs_k.png",
+                    "accuracy_vs_n.png", "accuracy_vs_candidate_steps.png"}
+    assert all((tmp_path / name).stat().st_size > 1000 for name in made)
+    budget = report.budget_series(summary())
+    assert budget["Best-of-N (min)"] == ([4.0, 16.0, 32.0], [50.0, 70.0, 76.0])
+    assert budget["beam search (N=8, M=4)"] == ([9.0], [80.0])
+
+
+def test_headline_rows_name_every_phase() -> None:
+    names = [name for name, _ in report.headline_rows(summary())]
+    assert names[:2] == ["policy pass@1, M1 (after SFT)", "policy pass@1, final iteration"]
+    assert "beam search (N=8, M=4)" in names and "Best-of-8 (min)" in names
