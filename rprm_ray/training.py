@@ -364,7 +364,7 @@ class DeepSpeedTrainer:
                 self.global_step += 1
                 bar.update(1)
                 if step % 10 == 0 or step == n_steps - 1:
-                    bar.set_postfix(loss=f"{step_loss:.4f}")
+                    bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
         self.progress = old_progress
         tenth = max(1, n_steps // 10)
         return {
@@ -484,7 +484,7 @@ class DeepSpeedTrainer:
                 self.global_step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{sums['loss'] / n_micro:.4f}",
-                                acc=f"{sums['reward_accuracy'] / n_micro:.2f}")
+                                acc=f"{sums['reward_accuracy'] / n_micro:.2f}", refresh=False)
         self.progress = old_progress
         metrics = {k: v / n_micro for k, v in sums.items()}
         metrics["steps"] = float(n_steps)
