@@ -25,8 +25,12 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import vllm, ray, deepspeed, transformers, torch; print('stack ok: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__, 'deepspeed', deepspeed.__version__)"
 	@touch $(STAMP)
 
+# Each demo is a new run directory (runs/<recipe name>-<time>); trained models are cached under
+# models/ keyed by the recipe, so a second demo skips the bootstraps. Resume a broken run with
+# `.venv/bin/rprm-ray run $(RECIPE) --resume runs/<its name>`.
+DEMO_NAME ?= $(basename $(notdir $(RECIPE)))-$(shell date +%Y%m%d-%H%M%S)
 demo: setup
-	$(VENV)/bin/rprm-ray run $(RECIPE)
+	$(VENV)/bin/rprm-ray run $(RECIPE) --set name=$(DEMO_NAME)
 
 # The README's test command: unit + integration (real Ray, vLLM, DeepSpeed on CPU). The few
 # end-to-end runs marked `slow` (several minutes each) run with `make test-all`.

@@ -20,8 +20,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rprm_ray.config import RecipeError, load_recipe
 
+    overrides = list(args.overrides)
+    if args.resume is not None:
+        # A run directory names its run: resuming runs/<name> needs no `--set name=<name>`.
+        given = {o.split("=", 1)[0].strip() for o in overrides}
+        if "name" not in given:
+            overrides.append(f"name={args.resume.name}")
+        if "run_root" not in given:
+            overrides.append(f"run_root={args.resume.parent}")
     try:
-        recipe = load_recipe(args.recipe, args.overrides)
+        recipe = load_recipe(args.recipe, overrides)
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

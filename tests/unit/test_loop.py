@@ -84,3 +84,15 @@ def test_placement_plan_lists_roles_and_demand():
     assert "ProcessJudge (Serve)" in text and "2..8" in text
     assert "Trainer (DeepSpeed ZeRO-3)" in text
     assert "peak demand: 104 CPUs, 18 GPUs" in text
+
+
+def test_resume_takes_the_run_name_from_the_run_directory(tmp_path, capsys):
+    from rprm_ray import cli
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "tiny_arith.yaml"
+    run_dir = tmp_path / "runs" / "tiny_arith-20261125-150306"
+    assert cli.main(["run", str(recipe), "--resume", str(run_dir), "--dry-run"]) == 0
+    assert f"run dir {run_dir}" in capsys.readouterr().out
+    # An explicit name wins over the directory's.
+    assert cli.main(["run", str(recipe), "--resume", str(run_dir), "--set", "name=other", "--dry-run"]) == 0
+    assert f"run dir {run_dir.parent / 'other'}" in capsys.readouterr().out
