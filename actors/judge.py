@@ -98,24 +98,18 @@ class ProcessJudge:
     ) -> tuple[pa.Table, pa.Table]:
         """Pointwise R-PRM: K critiques per step (K = judge.critiques_per_step and sampling =
         judge.sampling unless given)."""
-        where = f"{ROLE}.score_steps"
-        steps = batches.validate(labeled_steps, "labeled_steps", where=where)
-        k = k or self.cfg.critiques_per_step
-        sampling = sampling or self.cfg.sampling
-        prompts = judging.judge_prompts(steps, self.style, where=where)
-        # Greedy decoding gives K identical critiques: generate one and repeat it (vLLM also
-        # refuses n > 1 without sampling).
-        n = 1 if sampling.temperature == 0 else k
         with self._lock:
-            completions = self.engine.generate(
-                prompts, n=n, sampling=sampling, logprobs=judging.VERDICT_TOP_LOGPROBS
+            critiques, scores = judging.score_steps(
+                self.engine,
+                self.style,
+                labeled_steps,
+                k or self.cfg.critiques_per_step,
+                sampling or self.cfg.sampling,
+                self.cfg.score,
+                where=f"{ROLE}.score_steps",
             )
-        if n != k:
-            completions = [outs * k for outs in completions]
-        critiques = judging.critique_rows(steps, prompts, completions, where=where)
-        scores = judging.step_score_rows(critiques, self.cfg.score, where=where)
         counts = judging.critique_counts(critiques)
-        self.metrics.rows(steps.num_rows, critiques.num_rows)
+        self.metrics.rows(labeled_steps.num_rows, critiques.num_rows)
         self.metrics.count("judge_critiques", counts.total)
         self.metrics.count("judge_invalid_critiques", counts.invalid)
         return critiques, scores

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
 from rprm_ray import batches
 from rprm_ray.prompts import parse_pairwise, parse_verdict
 from rprm_ray.scoring import p_yes_from_top_logprobs, step_score
+
+if TYPE_CHECKING:
+    from rprm_ray.config import SamplingConfig
 
 # Top-k log-probs to request per generated token: the verdict position needs both "Yes" and "No"
 # among the candidates for P(Yes); k=5 keeps both for any judge that has learned the verdict line.
@@ -84,6 +87,31 @@ def critique_rows(
                 }
             )
     return batches.from_rows(rows, "critiques") if rows else batches.empty("critiques")
+
+
+def score_steps(
+    engine: Any,
+    style: Any,
+    labeled_steps: pa.Table,
+    k: int,
+    sampling: SamplingConfig,
+    score_mode: ScoreMode,
+    *,
+    where: str = "judging",
+) -> tuple[pa.Table, pa.Table]:
+    """Pointwise R-PRM on one engine: K critiques per `labeled_steps` row, read in the same
+    generation as their P(Yes), grouped into step scores. Returns (critiques, step_scores), both in
+    row order. The one judging loop: the ProcessJudge replica and `rprm-ray eval --judge` call it."""
+    steps = batches.validate(labeled_steps, "labeled_steps", where=where)
+    prompts = judge_prompts(steps, style, where=where)
+    # Greedy decoding gives K identical critiques: generate one and repeat it (vLLM also refuses
+    # n > 1 without sampling).
+    n = 1 if sampling.temperature == 0 else k
+    completions = engine.generate(prompts, n=n, sampling=sampling, logprobs=VERDICT_TOP_LOGPROBS)
+    if n != k:
+        completions = [outs * k for outs in completions]
+    critiques = critique_rows(steps, prompts, completions, where=where)
+    return critiques, step_score_rows(critiques, score_mode, where=where)
 
 
 def step_score_rows(critiques: pa.Table, mode: ScoreMode, *, where: str = "judging") -> pa.Table:

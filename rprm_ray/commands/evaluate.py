@@ -1,15 +1,23 @@
-"""`rprm-ray eval processbench | bon | math`: score saved judge / policy outputs against benchmark
-files. These forms need no model; figures are percentages."""
+"""`rprm-ray eval processbench | bon | math`: score judge / policy outputs against benchmark files;
+figures are percentages.
+
+processbench and bon take their step scores from a SCORES.jsonl file (no model needed) or from a
+judge model (`--judge MODEL_OR_RUN`, judged here on one engine); both feed the same scorer, so equal
+scores print equal tables. `--save-scores` writes judged scores in the SCORES.jsonl format."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rprm_ray.data import DataError
+
+if TYPE_CHECKING:
+    from rprm_ray.data import BonItem, ProcessBenchItem
 
 AGGREGATIONS = ("min", "last", "prod", "mean")
 
@@ -57,12 +65,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     math.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
+# Options that only mean something when a judge model runs (None / False = not given).
+JUDGE_OPTIONS = ("k", "prompt_style", "max_new_tokens", "max_model_len", "backend", "enforce_eager", "save_scores")
+
+
 def _add_judge_and_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--judge", metavar="MODEL_OR_RUN",
-        help="score with a judge model instead of a SCORES file (not available yet)",
+        help="judge the steps with a model instead of reading --scores: a model directory, a hub name, "
+        "or a run directory (runs/<name>: its final judge and prompt style)",
+    )
+    judge = parser.add_argument_group("with --judge")
+    judge.add_argument(
+        "--k", type=_positive_int, default=None, metavar="K",
+        help="critiques per step (default 1 = greedy; K > 1 samples at temperature 1.0)",
+    )
+    judge.add_argument(
+        "--prompt-style", choices=("compact", "paper"), default=None,
+        help="judge prompt format (default: the run's models.prompt_style, else paper)",
+    )
+    judge.add_argument(
+        "--max-new-tokens", type=_positive_int, default=None, metavar="N",
+        help="critique length limit (default: the run's judge.sampling.max_new_tokens, else 96)",
+    )
+    judge.add_argument(
+        "--max-model-len", type=_positive_int, default=None, metavar="TOKENS",
+        help="prompt + critique limit (default: the run's judge.max_model_len_tokens, else the model's "
+        "context up to 8192)",
+    )
+    judge.add_argument("--backend", choices=("vllm", "transformers"), default=None, help="engine (default vllm)")
+    judge.add_argument(
+        "--enforce-eager", action="store_true", default=None,
+        help="vLLM without compilation / CUDA graphs: starts faster, decodes slower (small files)",
+    )
+    judge.add_argument(
+        "--save-scores", type=Path, default=None, metavar="OUT.jsonl",
+        help="also write the judged step scores in the --scores format (re-score without the model)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,15 +130,37 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _need_scores(args: argparse.Namespace) -> Path:
-    if args.judge is not None:
-        raise DataError(
-            f"--judge {args.judge}: scoring with a judge model is not available yet; "
-            "pass --scores SCORES.jsonl with saved step scores"
-        )
-    if args.scores is None:
-        raise DataError("--scores SCORES.jsonl is required")
-    return args.scores
+def check_score_source(args: argparse.Namespace) -> None:
+    """Exactly one of --scores / --judge, and judge options only with --judge."""
+    if args.scores is not None and args.judge is not None:
+        raise DataError("pass either --scores SCORES.jsonl or --judge MODEL_OR_RUN, not both")
+    if args.scores is None and args.judge is None:
+        raise DataError("one of --scores SCORES.jsonl or --judge MODEL_OR_RUN is required")
+    if args.scores is not None:
+        given = [name for name in JUDGE_OPTIONS if getattr(args, name, None) is not None]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise DataError(f"{flags} only apply with --judge MODEL_OR_RUN (not with --scores)")
+
+
+def _judge_options(args: argparse.Namespace) -> Any:
+    from rprm_ray.evaluation.judged import JudgeOptions
+
+    return JudgeOptions(
+        k=args.k or 1,
+        prompt_style=args.prompt_style,
+        max_new_tokens=args.max_new_tokens,
+        max_model_len=args.max_model_len,
+        backend=args.backend or "vllm",
+        enforce_eager=bool(args.enforce_eager),
+    )
+
+
+def _save_scores(path: Path, ids: list[str], scores: dict[str, Any]) -> None:
+    """SCORES.jsonl lines in the benchmark file's order, readable back by --scores."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"id": ident, "step_scores": scores[ident]}) + "\n" for ident in ids))
+    print(f"step scores -> {path}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,18 +206,43 @@ def _read_scores(path: Path, nested: bool) -> dict[str, Any]:
 
 def _processbench(args: argparse.Namespace) -> tuple[dict, str]:
     from rprm_ray.data import load_processbench
+
+    check_score_source(args)
+    items = [item for path in args.data for item in load_processbench(path)]
+    if len({item.subset for item in items}) < len(args.data):
+        raise DataError(f"--data: two files share a subset name ({', '.join(str(p) for p in args.data)})")
+    _check_unique_ids([item.id for item in items])
+    if args.scores is not None:
+        return processbench_report(items, _read_scores(args.scores, nested=False), args.threshold, str(args.scores))
+
+    from rprm_ray.evaluation import judged
+
+    step_scores = judged.score_with_judge(args.judge, _judge_options(args), judged.processbench_plan(items))
+    scores = judged.processbench_scores(step_scores)
+    if args.save_scores is not None:
+        _save_scores(args.save_scores, [item.id for item in items], scores)
+    return processbench_report(items, scores, args.threshold, f"--judge {args.judge}")
+
+
+def _check_unique_ids(ids: list[str]) -> None:
+    # Scores are looked up by id alone, so two subsets sharing an id would share its scores.
+    seen: set[str] = set()
+    for ident in ids:
+        if ident in seen:
+            raise DataError(f"--data: id {ident!r} appears in two files; ids must be unique across subsets")
+        seen.add(ident)
+
+
+def processbench_report(
+    items: Sequence[ProcessBenchItem], scores: dict[str, Any], threshold: float, where: str
+) -> tuple[dict, str]:
+    """(JSON figures, table) from per-item step scores, whichever source they came from."""
     from rprm_ray.evaluation.processbench import evaluate_processbench
 
-    scores_path = _need_scores(args)
-    items = [item for path in args.data for item in load_processbench(path)]
-    subsets = [item.subset for item in items]
-    if len(set(subsets)) < len(args.data):
-        raise DataError(f"--data: two files share a subset name ({', '.join(str(p) for p in args.data)})")
-    scores = _read_scores(scores_path, nested=False)
-    result = evaluate_processbench(items, scores, args.threshold, where=str(scores_path))
+    result = evaluate_processbench(items, scores, threshold, where=where)
     figures = result.as_dict()
-    figures["threshold"] = args.threshold
-    lines = [f"ProcessBench (threshold {args.threshold:g})", _row("subset", "error_acc", "correct_acc", "F1", "n_err", "n_cor", "missing")]
+    figures["threshold"] = threshold
+    lines = [f"ProcessBench (threshold {threshold:g})", _row("subset", "error_acc", "correct_acc", "F1", "n_err", "n_cor", "missing")]
     for r in result.subsets.values():
         lines.append(_row(r.subset, f"{r.error_acc:.1f}", f"{r.correct_acc:.1f}", f"{r.f1:.1f}", r.num_error, r.num_correct, r.num_missing_scores))
     if len(result.subsets) > 1:
@@ -155,29 +252,43 @@ def _processbench(args: argparse.Namespace) -> tuple[dict, str]:
 
 def _bon(args: argparse.Namespace) -> tuple[dict, str]:
     from rprm_ray.data import load_bon_candidates
+
+    check_score_source(args)
+    items = load_bon_candidates(args.data)
+    if args.scores is not None:
+        return bon_report(items, _read_scores(args.scores, nested=True), args.agg, str(args.scores))
+
+    from rprm_ray.evaluation import judged
+
+    step_scores = judged.score_with_judge(args.judge, _judge_options(args), judged.bon_plan(items))
+    scores = judged.bon_scores(step_scores, items)
+    if args.save_scores is not None:
+        _save_scores(args.save_scores, [item.id for item in items], scores)
+    return bon_report(items, scores, args.agg, f"--judge {args.judge}")
+
+
+def bon_report(items: Sequence[BonItem], scores: dict[str, Any], agg: str, where: str) -> tuple[dict, str]:
+    """(JSON figures, table) from per-candidate step scores, whichever source they came from."""
     from rprm_ray.evaluation.bon import BonProblem, evaluate_best_of_n
 
-    scores_path = _need_scores(args)
-    items = load_bon_candidates(args.data)
-    scores = _read_scores(scores_path, nested=True)
     problems = []
     for item in items:
         if item.id not in scores:
-            raise DataError(f"{scores_path}: no step_scores for id {item.id!r}")
+            raise DataError(f"{where}: no step_scores for id {item.id!r}")
         per_candidate = scores[item.id]
         if len(per_candidate) != len(item.steps):
             raise DataError(
-                f"{scores_path}: id {item.id!r}: {len(per_candidate)} score lists for {len(item.steps)} candidates"
+                f"{where}: id {item.id!r}: {len(per_candidate)} score lists for {len(item.steps)} candidates"
             )
         for c, (cand_scores, cand_steps) in enumerate(zip(per_candidate, item.steps, strict=True)):
             if len(cand_scores) != len(cand_steps):
                 raise DataError(
-                    f"{scores_path}: id {item.id!r}: candidate {c}: {len(cand_scores)} step scores for {len(cand_steps)} steps"
+                    f"{where}: id {item.id!r}: candidate {c}: {len(cand_scores)} step scores for {len(cand_steps)} steps"
                 )
         problems.append(BonProblem(id=item.id, step_scores=per_candidate, correct=item.labels, answers=item.answers))
-    result = evaluate_best_of_n(problems, args.agg)
+    result = evaluate_best_of_n(problems, agg)
     figures = result.as_dict()
-    header = ["N", f"best-of-N ({args.agg})"]
+    header = ["N", f"best-of-N ({agg})"]
     if result.weighted is not None:
         header += ["weighted", "majority"]
     lines = [f"Best-of-N over {len(problems)} problems", _row(*header, "oracle")]

@@ -81,11 +81,8 @@ def test_processbench_errors_are_named(tmp_path, capsys):
     assert cli.main(["eval", "processbench", "--data", str(tmp_path / "missing.json"), "--scores", scores]) == 2
     assert "missing.json: file not found" in capsys.readouterr().err
 
-    assert cli.main(["eval", "processbench", "--data", data, "--judge", "runs/x"]) == 2
-    assert "--judge runs/x: scoring with a judge model is not available yet" in capsys.readouterr().err
-
     assert cli.main(["eval", "processbench", "--data", data]) == 2
-    assert "--scores SCORES.jsonl is required" in capsys.readouterr().err
+    assert "one of --scores SCORES.jsonl or --judge MODEL_OR_RUN is required" in capsys.readouterr().err
 
 
 def test_bon_json(tmp_path, capsys):

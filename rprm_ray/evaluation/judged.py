@@ -1,0 +1,300 @@
+"""Step scores from a judge model, for `rprm-ray eval processbench|bon --judge MODEL_OR_RUN`.
+
+MODEL_OR_RUN is a model directory, a hub name, or a run directory (`runs/<name>` holding
+`manifest.json`), which stands for the run's final judge with the run's prompt style and judge
+settings. Judging runs `judging.score_steps` (the loop the ProcessJudge replicas run) on one engine
+in this process, without Ray. The result is the `{id: step_scores}` mapping a SCORES.jsonl file
+holds, so the benchmark scorers cannot tell a judged run from a saved one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rprm_ray.config import JudgeConfig, SamplingConfig
+from rprm_ray.data import BonItem, DataError, ProcessBenchItem
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from rprm_ray.judging import ScoreMode
+
+# A bare model directory has no recipe to say how long its prompts may be: take the model's own
+# context, capped so the KV cache of a long-context model stays small on CPU nodes.
+MAX_MODEL_LEN_CAP_TOKENS = 8192
+
+# Steps per engine call: large enough to keep vLLM's batch full, small enough for the progress
+# bar to move on a long benchmark.
+JUDGE_CHUNK_ROWS = 512
+
+
+# --------------------------------------------------------------------------------------------
+# Which judge
+
+
+@dataclass(frozen=True)
+class JudgeSource:
+    """A resolved MODEL_OR_RUN: the weights and the settings that come with them."""
+
+    model_dir: str
+    prompt_style: str | None  # the run's style; None for a bare model (the caller picks)
+    judge_cfg: JudgeConfig  # the run's judge section; the defaults (and the model's context) otherwise
+    engine_overrides: dict[str, Any] = field(default_factory=dict)  # the run's dtype / trust_remote_code
+    origin: str = "model"  # "run <dir>", "model", "hub <name>": said on the progress line
+
+
+def resolve_judge(model_or_run: str) -> JudgeSource:
+    """A model directory (has config.json), a run directory (has manifest.json: its final judge),
+    or a hub name ("org/model", fetched into the local hub cache)."""
+    path = Path(model_or_run)
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return _bare_model(str(path.resolve()), origin="model")
+        if (path / "manifest.json").is_file():
+            return _from_run(path)
+        raise DataError(
+            f"--judge {model_or_run}: neither a model directory (no config.json) nor a run directory "
+            "(no manifest.json)"
+        )
+    if path.exists():
+        raise DataError(f"--judge {model_or_run}: not a directory")
+    if _looks_like_hub_name(model_or_run):
+        return _bare_model(_fetch_from_hub(model_or_run), origin=f"hub {model_or_run}")
+    raise DataError(f"--judge {model_or_run}: no such model or run directory")
+
+
+def _bare_model(model_dir: str, origin: str) -> JudgeSource:
+    # No recipe says how long prompts may be: allow the model's own context.
+    cfg = JudgeConfig(max_model_len_tokens=default_max_model_len(model_dir))
+    return JudgeSource(model_dir=model_dir, prompt_style=None, judge_cfg=cfg, origin=origin)
+
+
+def _looks_like_hub_name(text: str) -> bool:
+    return text.count("/") == 1 and not text.startswith((".", "/", "~")) and not text.endswith("/")
+
+
+def _fetch_from_hub(name: str) -> str:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(repo_id=name)
+    except Exception as exc:  # offline, unknown repo, gated repo: all end the command the same way
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"--judge {name}: no such directory, and fetching it from the hub failed ({first_line})"
+        ) from None
+
+
+def _from_run(run_dir: Path) -> JudgeSource:
+    from rprm_ray.config import RecipeError, recipe_from_dict
+    from rprm_ray.manifest import Manifest, ManifestError
+
+    try:
+        manifest = Manifest.load(run_dir)
+        recipe = recipe_from_dict(manifest.data.get("recipe") or {}, source=str(manifest.path))
+    except (ManifestError, RecipeError) as exc:
+        raise DataError(f"--judge {run_dir}: {exc}") from None
+    model_dir = run_judge_dir(manifest.state, recipe.run_dir, run_dir, recipe.models.judge is None)
+    spec = recipe.models.judge or recipe.models.policy
+    return JudgeSource(
+        model_dir=str(model_dir.resolve()),
+        prompt_style=recipe.models.prompt_style,
+        judge_cfg=recipe.judge,
+        engine_overrides={"dtype": spec.dtype, "trust_remote_code": spec.trust_remote_code},
+        origin=f"run {run_dir}",
+    )
+
+
+def run_judge_dir(state: dict[str, Any], recorded_run_dir: Path, run_dir: Path, self_judged: bool) -> Path:
+    """The run's final judge weights: manifest state `judge_dir` (or, when the policy judges itself,
+    `policy_dir`). Stages record paths as the run saw them (`runs/<name>/...`, relative to where it
+    started); the copy under the directory given here wins, so a run evaluates from anywhere."""
+    key = "policy_dir" if self_judged and "judge_dir" not in state else "judge_dir"
+    stored = state.get(key)
+    if not stored:
+        raise DataError(
+            f"--judge {run_dir}: the run has no {'policy' if key == 'policy_dir' else 'trained judge'} yet "
+            f"(manifest.json state has no {key!r}; finish the run's judge stages first)"
+        )
+    tried = []
+    with contextlib.suppress(ValueError):
+        tried.append(run_dir / Path(stored).relative_to(recorded_run_dir))
+    tried.append(Path(stored))
+    for candidate in tried:
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise DataError(
+        f"--judge {run_dir}: the run's {key} {stored} is not a model directory "
+        f"(looked for config.json in {', '.join(str(p) for p in dict.fromkeys(tried))})"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# How to judge
+
+
+@dataclass(frozen=True)
+class JudgeOptions:
+    """The command line's choices; None means "the run's setting, else the default"."""
+
+    k: int = 1  # critiques per step: 1 = greedy, K > 1 sampled at temperature 1.0
+    prompt_style: str | None = None
+    max_new_tokens: int | None = None
+    max_model_len: int | None = None
+    backend: str = "vllm"
+    enforce_eager: bool = False
+
+
+def judge_settings(source: JudgeSource, options: JudgeOptions) -> JudgeConfig:
+    """The source's judge config with the command line's sampling, context length and backend."""
+    base = source.judge_cfg
+    sampling = SamplingConfig(
+        temperature=0.0 if options.k == 1 else 1.0,
+        top_p=1.0,
+        max_new_tokens=options.max_new_tokens or base.sampling.max_new_tokens,
+        seed=base.sampling.seed,
+    )
+    values = {**base.model_dump(), "backend": options.backend, "sampling": sampling.model_dump(),
+              "max_model_len_tokens": options.max_model_len or base.max_model_len_tokens}
+    try:
+        return JudgeConfig.model_validate(values)
+    except ValueError as exc:
+        raise DataError(f"--judge: unusable judge settings: {exc}") from None
+
+
+def default_max_model_len(model_dir: str | Path) -> int:
+    """The model's context (config.json max_position_embeddings) up to MAX_MODEL_LEN_CAP_TOKENS."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        config = {}
+    context = config.get("max_position_embeddings")
+    if not isinstance(context, int) or context < 16:
+        return JudgeConfig().max_model_len_tokens
+    return min(context, MAX_MODEL_LEN_CAP_TOKENS)
+
+
+# --------------------------------------------------------------------------------------------
+# What to judge, and back to per-benchmark scores
+
+
+def processbench_plan(items: Sequence[ProcessBenchItem]) -> pa.Table:
+    """`labeled_steps` to judge: an erroneous solution up to its first wrong step (later steps
+    cannot change whether the predicted first error matches), every step of a correct one."""
+    from rprm_ray.evaluation.processbench import labeled_steps_table
+
+    return labeled_steps_table(items, truncate=True)
+
+
+def processbench_scores(step_scores: pa.Table) -> dict[str, list[float | None]]:
+    """{ProcessBench id: [score per judged step]} (the plan's solution_id is the item id)."""
+    from rprm_ray.scoring import scores_by_solution
+
+    return scores_by_solution(step_scores)
+
+
+def bon_solution_id(item_id: str, candidate: int) -> str:
+    return f"{item_id}#{candidate}"
+
+
+def bon_plan(items: Sequence[BonItem]) -> pa.Table:
+    """`labeled_steps` to judge: every step of every candidate (Best-of-N aggregates them all)."""
+    from rprm_ray.batches import empty, from_rows
+
+    rows = [
+        {
+            "problem_id": item.id,
+            "solution_id": bon_solution_id(item.id, c),
+            "step_idx": i,
+            "question": item.question,
+            "previous_steps": steps[:i],
+            "now_step": step,
+            "label": None,  # Best-of-N files label whole candidates, not steps
+        }
+        for item in items
+        for c, steps in enumerate(item.steps)
+        for i, step in enumerate(steps)
+    ]
+    return from_rows(rows, "labeled_steps") if rows else empty("labeled_steps")
+
+
+def bon_scores(step_scores: pa.Table, items: Sequence[BonItem]) -> dict[str, list[list[float | None]]]:
+    """{problem id: [[score per step] per candidate]}, the nested SCORES.jsonl shape."""
+    from rprm_ray.scoring import scores_by_solution
+
+    by_solution = scores_by_solution(step_scores)
+    return {
+        item.id: [by_solution.get(bon_solution_id(item.id, c), []) for c in range(len(item.steps))]
+        for item in items
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Judging
+
+
+def judge_step_scores(
+    engine: Any,
+    style: Any,
+    labeled_steps: pa.Table,
+    k: int,
+    sampling: SamplingConfig,
+    score_mode: ScoreMode,
+    *,
+    chunk_rows: int = JUDGE_CHUNK_ROWS,
+    progress: bool = True,
+) -> pa.Table:
+    """`step_scores` for every row of `labeled_steps`, judged `chunk_rows` rows per engine call with
+    a progress bar on stderr."""
+    from tqdm.auto import tqdm
+
+    from rprm_ray import batches, judging
+
+    total = labeled_steps.num_rows
+    # A pipe (CI, a captured subprocess) gets a line every 15 s instead of ten redraws a second.
+    interactive = sys.stderr.isatty()
+    parts = []
+    with tqdm(total=total, desc="judging", unit="step", file=sys.stderr, disable=not progress,
+              dynamic_ncols=True, mininterval=0.1 if interactive else 15.0) as bar:
+        for start in range(0, total, chunk_rows):
+            chunk = labeled_steps.slice(start, chunk_rows)
+            _, scores = judging.score_steps(engine, style, chunk, k, sampling, score_mode, where="eval --judge")
+            parts.append(scores)
+            bar.update(chunk.num_rows)
+    return batches.concat(parts, "step_scores")
+
+
+def score_with_judge(model_or_run: str, options: JudgeOptions, labeled_steps: pa.Table) -> pa.Table:
+    """Resolve MODEL_OR_RUN, start its engine here, judge `labeled_steps`, close the engine."""
+    from rprm_ray.engines import make_engine
+    from rprm_ray.prompts import get_style
+
+    source = resolve_judge(model_or_run)
+    cfg = judge_settings(source, options)
+    style_name = options.prompt_style or source.prompt_style or "paper"
+    print(
+        f"judge: {source.model_dir} ({source.origin}); style {style_name}, k={options.k}, "
+        f"backend {cfg.backend}, {labeled_steps.num_rows} steps",
+        file=sys.stderr, flush=True,
+    )
+    # vLLM logs to stdout by default, and stdout carries the command's table or JSON: send the
+    # engine's chatter to stderr (the env var covers vLLM's logger, the redirect plain prints).
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    with contextlib.redirect_stdout(sys.stderr):
+        engine = make_engine(
+            source.model_dir, cfg.backend, cfg, enforce_eager=options.enforce_eager, **source.engine_overrides
+        )
+        try:
+            return judge_step_scores(
+                engine, get_style(style_name), labeled_steps, options.k, cfg.sampling, cfg.score
+            )
+        finally:
+            engine.close()
