@@ -456,18 +456,21 @@ def inject_error(problem: ArithProblem, rng: random.Random) -> InjectedError:
 
 
 def aligned_pairs(expected: str, claimed: str) -> str:
-    """Expected and claimed value digit by digit, right-aligned (`_` pads the shorter), each pair
-    written side by side: `aligned_pairs("116", "611") == "16 11 61"`."""
+    """Expected and claimed value digit by digit, right-aligned (`_` pads the shorter): each pair
+    side by side, then `=` if its two characters agree, else `x`:
+    `aligned_pairs("116", "611") == "16x 11= 61x"`."""
     width = max(len(expected), len(claimed))
-    return " ".join(a + b for a, b in zip(expected.rjust(width, "_"), claimed.rjust(width, "_"), strict=True))
+    pairs = zip(expected.rjust(width, "_"), claimed.rjust(width, "_"), strict=True)
+    return " ".join(f"{a}{b}{'=' if a == b else 'x'}" for a, b in pairs)
 
 
 def _critique(r_step: str, exp_left: str, exp_result: str, claimed: tuple[str, str], verdict: str) -> str:
     # Why this shape (measured with 0.5M-parameter judges): with `C:124|124 116|611` and the
     # verdict line right after it, a judge wrote R and C correctly yet P(Yes) stayed ~0.5 — it
-    # must compare multi-digit numbers across ~50 characters of fixed verdict prefix. Here each
-    # digit pair stands side by side (a mismatch is visible in two adjacent characters) and
-    # `V:<Y|N>` decides right after them; the verdict line then only copies that decision.
+    # must compare multi-digit numbers ~50 characters before the verdict. With digit pairs and a
+    # `V:` line (no marks) it still decided V wrongly on 3/4 of correct answer steps. Here every
+    # comparison is two adjacent characters followed by its mark (`=` / `x`), `V:<Y|N>` only
+    # asks "is there an x", and the verdict line copies V.
     pairs = f"{aligned_pairs(exp_left, claimed[0])}|{aligned_pairs(exp_result, claimed[1])}"
     return f"R:{r_step}\nC:{pairs}\nV:{verdict[0]}\n{verdict_line(verdict)}"
 

@@ -173,27 +173,27 @@ def test_expected_step_uses_previous_steps_as_written() -> None:
 
 
 def test_aligned_pairs_put_each_expected_digit_beside_the_claimed_one() -> None:
-    assert arith.aligned_pairs("116", "611") == "16 11 61"
-    assert arith.aligned_pairs("1302", "92") == "1_ 3_ 09 22"  # right-aligned, `_` pads
-    assert arith.aligned_pairs("A", "A") == "AA"
+    assert arith.aligned_pairs("116", "611") == "16x 11= 61x"
+    assert arith.aligned_pairs("1302", "92") == "1_x 3_x 09x 22="  # right-aligned, `_` pads
+    assert arith.aligned_pairs("A", "A") == "AA="
 
 
 def test_teacher_critique_format() -> None:
     q = "(37+25)*3-8"
     assert arith.teacher_critique(q, ["37+25=62"], "62*3=186") == (
-        "R:62*3=186\nC:66 22|11 88 66\nV:Y\nVerification: Is the step correct (Yes/No)? Yes"
+        "R:62*3=186\nC:66= 22=|11= 88= 66=\nV:Y\nVerification: Is the step correct (Yes/No)? Yes"
     )
     assert arith.teacher_critique(q, ["37+25=62"], "26*3=78") == (
-        "R:62*3=186\nC:62 26|1_ 87 68\nV:N\nVerification: Is the step correct (Yes/No)? No"
+        "R:62*3=186\nC:62x 26x|1_x 87x 68x\nV:N\nVerification: Is the step correct (Yes/No)? No"
     )
     assert arith.teacher_critique(q, ["37+25=62", "62*3=186", "186-8=178"], "A:179") == (
-        "R:A:178\nC:AA|11 77 89\nV:N\nVerification: Is the step correct (Yes/No)? No"
+        "R:A:178\nC:AA=|11= 77= 89x\nV:N\nVerification: Is the step correct (Yes/No)? No"
     )
     # An answer given too early and a malformed step are critiqued, never a crash.
     early = arith.teacher_critique(q, ["37+25=62"], "A:62")
-    assert early.startswith("R:62*3=186\nC:6_ 2A|1_ 86 62\nV:N\n") and parse_verdict(early) == "No"
+    assert early.startswith("R:62*3=186\nC:6_x 2Ax|1_x 86x 62x\nV:N\n") and parse_verdict(early) == "No"
     junk = arith.teacher_critique(q, [], "37+x")
-    assert junk.startswith("R:37+25=62\nC:33 77|6_ 2?\nV:N\n") and parse_verdict(junk) == "No"
+    assert junk.startswith("R:37+25=62\nC:33= 77=|6_x 2?x\nV:N\n") and parse_verdict(junk) == "No"
     after = arith.teacher_critique(q, ["37+25=62", "62*3=186", "186-8=178", "A:178"], "1+1=2")
     assert after.startswith("R:-\n") and parse_verdict(after) == "No"
 
@@ -215,6 +215,7 @@ def test_teacher_critiques_parse_to_the_right_verdict(splits) -> None:
                 # The comparison line exposes every wrong step: some digit pair differs, and
                 # the V line states the decision the verdict line repeats.
                 pairs = right.split("\n")[1][2:].replace("|", " ").split(" ")
+                assert all(p[2] == ("=" if p[0] == p[1] else "x") for p in pairs), right
                 mismatch = any(pair[0] != pair[1] for pair in pairs)
                 assert mismatch == (not label), right
                 assert right.split("\n")[2] == ("V:N" if mismatch else "V:Y")
