@@ -99,9 +99,10 @@ class CompactStyle(PromptStyle):
 
     policy:    `Q:(37+25)*3-8\\n` then `37+25=62\\n62*3=186\\n186-8=178\\nA:178\\n`
     pointwise: `Q:<q>\\nP:<step>\\n...N:<now step>\\n`; the critique that follows is
-               `R:<expected step>\\nC:<a>|<a'> <c>|<c'>\\nV:<Y|N>\\n<verdict line>`
+               `R:<expected step>\\nC:<digit pairs with =/x marks>\\nV:<Y|N>\\n<verdict line>`
+               (e.g. `R:A:116\\nC:AA=|16x 11= 61x\\nV:N\\n...`; arith.aligned_pairs)
     pairwise:  `Q:<q>\\nP:<step>\\n...a:<step A>\\nb:<step B>\\n`; the judgment that follows is
-               `R:<expected step>\\nC:<a>|<a_A> <c>|<c_A> <a>|<a_B> <c>|<c_B>\\n[[A]]`
+               `R:<expected step>\\nCa:<A's marked pairs>\\nCb:<B's marked pairs>\\n[[A]]`
     """
 
     name = "compact"

@@ -514,8 +514,8 @@ def teacher_critique(
 def teacher_pairwise(
     question: str, previous_steps: list[str], step_a: str, step_b: str, *, agree: bool = True
 ) -> str | None:
-    """Compact pairwise judgment: expected step, one comparison line (A's pair, then B's), then
-    [[A]] or [[B]]. Only a pair with exactly one right step has a teacher winner; otherwise None.
+    """Compact pairwise judgment: expected step, one marked comparison line per candidate (`Ca:`,
+    `Cb:`), then [[A]] or [[B]]. Only a pair with exactly one right step has a teacher winner; otherwise None.
     agree=False names the other candidate."""
     exp = _expected(question, list(previous_steps))
     ok_a = step_a.strip() == exp.step
@@ -526,8 +526,11 @@ def teacher_pairwise(
     if not agree:
         winner = "B" if winner == "A" else "A"
     ca, cb = _claimed_parts(step_a), _claimed_parts(step_b)
-    compare = f"{exp.left}|{ca[0]} {exp.result}|{ca[1]} {exp.left}|{cb[0]} {exp.result}|{cb[1]}"
-    return f"R:{exp.step or '-'}\nC:{compare}\n[[{winner}]]"
+    # One marked comparison line per candidate (as in the pointwise critique): the winner is the
+    # line without an `x`.
+    line_a = f"{aligned_pairs(exp.left, ca[0])}|{aligned_pairs(exp.result, ca[1])}"
+    line_b = f"{aligned_pairs(exp.left, cb[0])}|{aligned_pairs(exp.result, cb[1])}"
+    return f"R:{exp.step or '-'}\nCa:{line_a}\nCb:{line_b}\n[[{winner}]]"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -226,7 +226,7 @@ def test_teacher_critiques_parse_to_the_right_verdict(splits) -> None:
 def test_teacher_pairwise() -> None:
     q = "(37+25)*3-8"
     j = arith.teacher_pairwise(q, ["37+25=62"], "62*3=186", "62*3=187")
-    assert j == "R:62*3=186\nC:62|62 186|186 62|62 186|187\n[[A]]"
+    assert j == "R:62*3=186\nCa:66= 22=|11= 88= 66=\nCb:66= 22=|11= 88= 67x\n[[A]]"
     assert parse_pairwise(arith.teacher_pairwise(q, ["37+25=62"], "62*3=187", "62*3=186")) == "B"
     assert parse_pairwise(arith.teacher_pairwise(q, ["37+25=62"], "62*3=187", "62*3=186", agree=False)) == "A"
     assert arith.teacher_pairwise(q, ["37+25=62"], "62*3=186", "62*3=186") is None  # both right
