@@ -282,6 +282,8 @@ class LoopConfig(_Strict):
     problems_per_iteration: int = Field(256, ge=1)
     max_steps_per_solution: int = Field(20, ge=1)  # PSRLM's cap (also bounds rollbacks)
     rollback_on_tie: bool = True
+    # Peak lr of the policy's step-wise DPO; null: trainer.dpo_lr (which the judge's DPO uses).
+    step_dpo_lr: float | None = Field(None, gt=0)
 
 
 class SearchConfig(_Strict):

@@ -24,7 +24,10 @@ def run_pipeline(run: Run) -> None:
     if mode in ("guided", "rprm"):
         run.stage("iter_0/judge_seed", lambda: judge.judge_seed_stage(run))
         run.stage("iter_0/judge_sft", lambda: judge.judge_sft_stage(run))
-        run.stage("iter_0/judge_eval_sft", lambda: judge.judge_f1_stage(run, run.state["judge_sft_dir"], "sft"))
+        # The K curve (inference-time scaling) is drawn for the final judge only: it costs
+        # max(K) sampled critiques per held-out step.
+        run.stage("iter_0/judge_eval_sft",
+                  lambda: judge.judge_f1_stage(run, run.state["judge_sft_dir"], "sft", k_curve=False))
         run.stage("iter_0/judge_samples", lambda: judge.judge_samples_stage(run))
         run.stage("iter_0/judge_dpo", lambda: judge.judge_dpo_stage(run))
         run.stage("iter_0/judge_eval_dpo", lambda: judge.judge_f1_stage(run, run.state["judge_dir"], "dpo"))

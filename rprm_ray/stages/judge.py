@@ -95,9 +95,9 @@ def eval_steps(run: Run) -> pa.Table:
     return steps
 
 
-def judge_f1_stage(run: Run, model_dir: str, phase: str) -> StageResult:
-    """Greedy K=1 F1 (the headline number), plus F1 vs K from K sampled critiques per step: the
-    first K samples of one draw of max(K) give every point of the curve."""
+def judge_f1_stage(run: Run, model_dir: str, phase: str, k_curve: bool = True) -> StageResult:
+    """Greedy K=1 F1 (the headline number), plus (k_curve) F1 vs K from K sampled critiques per
+    step: the first K samples of one draw of max(K) give every point of the curve."""
     r = run.recipe
     steps = eval_steps(run)
     judge = run.roles.judge(model_dir)
@@ -107,7 +107,7 @@ def judge_f1_stage(run: Run, model_dir: str, phase: str) -> StageResult:
     metrics[f"{phase}_invalid_critiques"] = int(critiques.num_rows - pc.sum(critiques.column("valid")).as_py())
     tables = {"critiques_greedy": (critiques, "critiques"), "step_scores_greedy": (step_scores, "step_scores")}
     ks = sorted(set(r.evaluation.critiques_per_step))
-    if ks:
+    if ks and k_curve:
         sampled = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=r.judge.sampling.max_new_tokens,
                                  seed=r.seed)
         many, _ = judge.score_steps(steps, k=max(ks), sampling=sampled)

@@ -120,7 +120,8 @@ def step_dpo_stage(run: Run, iteration: int) -> StageResult:
         run.say("       no step pairs this iteration: the policy is unchanged")
         return StageResult(metrics={"pairs": 0})
     out_dir = run.model_dir(f"{key}/step_dpo")
-    metrics, with_ref = train_dpo(run, Path(run.state["policy_dir"]), pairs, out_dir, f"step-dpo-{iteration}")
+    metrics, with_ref = train_dpo(run, Path(run.state["policy_dir"]), pairs, out_dir, f"step-dpo-{iteration}",
+                                  lr=run.recipe.loop.step_dpo_lr)
     return StageResult(metrics={**metrics, "pairs": pairs.num_rows},
                        tables={"pairs_with_reference": (with_ref, "preference_pairs")},
                        state={"policy_dir": str(out_dir)})

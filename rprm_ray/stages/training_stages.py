@@ -38,12 +38,14 @@ def train_sft(run: Run, init_dir: Path, table: pa.Table, steps: int, out_dir: Pa
     return _plain(metrics)
 
 
-def train_dpo(run: Run, init_dir: Path, pairs: pa.Table, out_dir: Path, name: str) -> tuple[dict[str, Any], pa.Table]:
-    """Reference log-probs from the frozen `init_dir` weights first, then DPO; one model resident."""
+def train_dpo(run: Run, init_dir: Path, pairs: pa.Table, out_dir: Path, name: str,
+              lr: float | None = None) -> tuple[dict[str, Any], pa.Table]:
+    """Reference log-probs from the frozen `init_dir` weights first, then DPO (peak `lr`, default
+    trainer.dpo_lr); one model resident."""
     trainer = run.roles.trainer(init_dir, name=name)
     try:
         pairs = trainer.add_reference_logps(pairs)
-        metrics = trainer.dpo(pairs, epochs=run.recipe.trainer.dpo_epochs)
+        metrics = trainer.dpo(pairs, epochs=run.recipe.trainer.dpo_epochs, lr=lr)
         checksum = trainer.save(out_dir)
     finally:
         trainer.shutdown()
