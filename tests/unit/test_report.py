@@ -39,6 +39,12 @@ def test_target_rows_state_each_target_with_its_measurement() -> None:
         "met: beam 80.0% (900 steps) vs Best-of-4 70.0% (1600 steps)")
 
 
+def test_beam_within_two_percent_of_a_best_of_n_budget_is_compared_with_it() -> None:
+    rows = dict(report.target_rows(summary(beam_steps=3220, beam_acc=76.0)))
+    assert rows["beam >= Best-of-N at equal candidate steps"] == (
+        "met: beam 76.0% (3220 steps) vs Best-of-8 76.0% (3200 steps)")
+
+
 def test_beam_over_every_best_of_n_budget_is_not_met() -> None:
     rows = dict(report.target_rows(summary(beam_steps=5000, beam_acc=99.0)))
     assert rows["beam >= Best-of-N at equal candidate steps"].startswith("NOT met: beam spent 5000 steps")
