@@ -20,7 +20,7 @@ from rprm_ray.config import SearchConfig
 from rprm_ray.pairs import step_pairs
 from rprm_ray.prompts import PromptStyle
 from rprm_ray.search.base import Grader, PairwiseJudge, ProblemState, StepGenerator, exact_match
-from rprm_ray.search.stepwise import StepChoice, StepwiseStrategy, results_only, stepwise_search
+from rprm_ray.search.stepwise import StepChoice, StepwiseStrategy, stepwise_search
 
 
 def self_judged_search(
@@ -41,8 +41,21 @@ def self_judged_search(
     )
 
 
-# Test time: the results table (rprm_ray.search.base.RESULTS_SCHEMA), one row per problem.
-run_self_judged = results_only(self_judged_search)
+def run_self_judged(
+    problems: pa.Table,
+    generator: StepGenerator,
+    judge: PairwiseJudge,
+    cfg: SearchConfig,
+    style: PromptStyle,
+    *,
+    rollback_on_tie: bool = True,
+    grade: Grader = exact_match,
+) -> pa.Table:
+    """Results table (rprm_ray.search.base.RESULTS_SCHEMA), one row per problem."""
+    results, _ = self_judged_search(
+        problems, generator, judge, cfg, style, rollback_on_tie=rollback_on_tie, grade=grade
+    )
+    return results
 
 
 def _choose_by_wins(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec
+from typing import Any
 
 import pyarrow as pa
 
@@ -87,19 +87,6 @@ def stepwise_search(
 
     results = run_in_chunks(problems, cfg.batch_prompts, run_chunk)
     return results, batches.concat(pairs, "preference_pairs")
-
-
-P = ParamSpec("P")
-
-
-def results_only(search: Callable[P, tuple[pa.Table, pa.Table]]) -> Callable[P, pa.Table]:
-    """The test-time `run_<strategy>` of a data generator: same arguments, results table alone."""
-
-    def run(*args: P.args, **kwargs: P.kwargs) -> pa.Table:
-        results, _ = search(*args, **kwargs)
-        return results
-
-    return run
 
 
 @dataclass(frozen=True)
