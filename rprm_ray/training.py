@@ -20,7 +20,6 @@ import math
 import os
 import random
 import socket
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -299,13 +298,9 @@ class DeepSpeedTrainer:
         return self.engine(input_ids=ids.to(self.device)).logits
 
     def _bar(self, total: int, desc: str) -> Any:
-        from tqdm.auto import tqdm
+        from rprm_ray.progress import progress_bar
 
-        # Inside a Ray actor stderr is a pipe that Ray forwards line by line: redraw rarely
-        # there, or the driver's log fills with ten progress lines a second.
-        interactive = sys.stderr.isatty()
-        return tqdm(total=total, desc=desc, disable=not self.progress, dynamic_ncols=True,
-                    mininterval=0.1 if interactive else 15.0)
+        return progress_bar(total, desc, enabled=self.progress)
 
     def _optimizer_steps(self, n_rows: int, steps: int | None, epochs: float | None) -> int:
         per_step = self.cfg.micro_batch_size_per_device * self.cfg.gradient_accumulation_steps

@@ -253,16 +253,12 @@ def judge_step_scores(
 ) -> pa.Table:
     """`step_scores` for every row of `labeled_steps`, judged `chunk_rows` rows per engine call with
     a progress bar on stderr."""
-    from tqdm.auto import tqdm
-
     from rprm_ray import batches, judging
+    from rprm_ray.progress import progress_bar
 
     total = labeled_steps.num_rows
-    # A pipe (CI, a captured subprocess) gets a line every 15 s instead of ten redraws a second.
-    interactive = sys.stderr.isatty()
     parts = []
-    with tqdm(total=total, desc="judging", unit="step", file=sys.stderr, disable=not progress,
-              dynamic_ncols=True, mininterval=0.1 if interactive else 15.0) as bar:
+    with progress_bar(total, "judging", enabled=progress, unit="step") as bar:
         for start in range(0, total, chunk_rows):
             chunk = labeled_steps.slice(start, chunk_rows)
             _, scores = judging.score_steps(engine, style, chunk, k, sampling, score_mode, where="eval --judge")
