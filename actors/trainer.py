@@ -75,8 +75,7 @@ class Trainer:
     def save(self, out_dir: str) -> str:
         """Write an HF safetensors checkpoint and return the weights' checksum. Runs on every
         rank (ZeRO-3 gathers shards collectively); the core writes from rank 0 only."""
-        self.core.save(out_dir)
-        return self.core.weights_checksum()
+        return self.core.save_with_checksum(out_dir)
 
     def weights_checksum(self) -> str:
         return self.core.weights_checksum()

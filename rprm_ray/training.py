@@ -533,14 +533,21 @@ class DeepSpeedTrainer:
     def save(self, out_dir: str | Path) -> Path:
         """HF safetensors + tokenizer (loadable by transformers and vLLM). Call it on every rank:
         under ZeRO-3 gathering the weights is a collective; only rank 0 writes."""
+        self.save_with_checksum(out_dir)
+        return Path(out_dir)
+
+    def save_with_checksum(self, out_dir: str | Path) -> str:
+        """`save`, returning the saved weights' checksum from the same gather (a second gather
+        of a sharded model costs as much as the save)."""
         from rprm_ray.tiny import mark_complete
 
         out = Path(out_dir)
         state = self.state_dict()
+        checksum = checksum_state_dict(state)
         if self.rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             self.module.save_pretrained(out, state_dict=state, safe_serialization=True)
             self.tokenizer.save_pretrained(out)
             mark_complete(out, {"trained_from": str(self.model_dir), "global_step": self.global_step,
-                                "checksum": checksum_state_dict(state)})
-        return out
+                                "checksum": checksum})
+        return checksum
