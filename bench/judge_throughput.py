@@ -55,7 +55,9 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=None, help="an HF judge model (default: untrained tiny)")
-    parser.add_argument("--style", default="compact", choices=["compact", "paper"])
+    # One-call judges only: (a) replays the judge's prompts in one `LLM.generate`; the compact
+    # judge writes its own line first and is shown the step in a second call.
+    parser.add_argument("--style", default="paper", choices=["paper"])
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--k", type=int, default=4, help="critiques per step")
     parser.add_argument("--max-new-tokens", type=int, default=96)

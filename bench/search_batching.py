@@ -36,9 +36,6 @@ from rprm_ray.config import (
 from rprm_ray.prompts import PromptStyle, get_style
 from rprm_ray.search import run_beam
 
-# Enough top log-probs at the verdict position for both "Yes" and "No" (as the judge deployment).
-VERDICT_TOP_LOGPROBS = 5
-
 
 class EngineStepGenerator:
     """StepGenerator over an Engine: one engine call per expand, all prefixes in it."""
@@ -76,7 +73,7 @@ class EngineStepGenerator:
 
 
 class EngineStepScorer:
-    """StepScorer over an Engine: R-PRM critiques (K=1) scored by P(Yes), one engine call."""
+    """StepScorer over an Engine: R-PRM critiques (K=1) scored by P(Yes), the judge's own loop."""
 
     def __init__(self, engine, style: PromptStyle, cfg: JudgeConfig):
         self.engine, self.style, self.cfg = engine, style, cfg
@@ -84,12 +81,9 @@ class EngineStepScorer:
 
     def score_steps(self, labeled_steps: pa.Table) -> pa.Table:
         self.calls += 1
-        prompts = judging.judge_prompts(labeled_steps, self.style)
-        outs = self.engine.generate(
-            prompts, n=self.cfg.critiques_per_step, sampling=self.cfg.sampling, logprobs=VERDICT_TOP_LOGPROBS
-        )
-        critiques = judging.critique_rows(labeled_steps, prompts, outs)
-        return judging.step_score_rows(critiques, self.cfg.score)
+        _, step_scores = judging.score_steps(self.engine, self.style, labeled_steps, self.cfg.critiques_per_step,
+                                             self.cfg.sampling, self.cfg.score)
+        return step_scores
 
 
 def timed_beam(problems, engine, style, search_cfg: SearchConfig, judge_cfg: JudgeConfig):

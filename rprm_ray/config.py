@@ -350,6 +350,9 @@ class Recipe(_Strict):
             raise ValueError("task.kind 'arith' is written in the compact style: set models.prompt_style: compact")
         if self.task.kind == "dataset" and self.models.teacher.kind == "programmatic" and self.loop.mode != "psrlm":
             raise ValueError("models.teacher.kind 'programmatic' only knows the arith task; use 'vllm' or 'openai'")
+        if self.models.teacher.kind == "openai" and self.models.prompt_style == "compact":
+            raise ValueError("models.teacher.kind 'openai' writes a critique in one call; the compact judge is shown "
+                             "the step after its own first line: use 'programmatic' or 'vllm'")
         if self.evaluation.eval_problems and self.evaluation.eval_problems > self.task.eval_problems:
             raise ValueError("evaluation.eval_problems cannot exceed task.eval_problems")
         return self

@@ -89,6 +89,47 @@ def critique_rows(
     return batches.from_rows(rows, "critiques") if rows else batches.empty("critiques")
 
 
+def write_critiques(
+    engine: Any,
+    style: Any,
+    labeled_steps: pa.Table,
+    n: int,
+    sampling: SamplingConfig,
+    *,
+    where: str = "judging",
+) -> tuple[list[str], list[list[Any]]]:
+    """(prompts, n critique completions per `labeled_steps` row), with top log-probs for P(Yes).
+
+    One call when the style shows the step in the prompt. For `style.recompute_first` styles the
+    judge first writes its own version of the step from the context alone (the first line,
+    sampled with `sampling`; one call per distinct context, shared by every step judged in it),
+    then is shown the step and writes the comparison and verdict greedily: the comparison is a
+    deterministic check, so K critiques differ only in what the judge computed."""
+    steps = batches.validate(labeled_steps, "labeled_steps", where=where)
+    prompts = judge_prompts(steps, style, where=where)
+    if not style.recompute_first:
+        return prompts, engine.generate(prompts, n=n, sampling=sampling, logprobs=VERDICT_TOP_LOGPROBS)
+    from rprm_ray.config import SamplingConfig
+    from rprm_ray.engines.base import Completion
+
+    contexts = list(dict.fromkeys(prompts))
+    own = dict(zip(contexts, engine.generate(contexts, n=n, sampling=sampling, stop=["\n"]), strict=True))
+    shown = [style.shown_step(row["now_step"]) for row in steps.to_pylist()]
+    heads = [own[prompt][i].text + "\n" + step for prompt, step in zip(prompts, shown, strict=True)
+             for i in range(n)]
+    starts = [prompt for prompt in prompts for _ in range(n)]
+    greedy = SamplingConfig(temperature=0.0, top_p=1.0, max_new_tokens=sampling.max_new_tokens, seed=sampling.seed)
+    tails = engine.generate([p + h for p, h in zip(starts, heads, strict=True)], n=1, sampling=greedy,
+                            logprobs=VERDICT_TOP_LOGPROBS)
+    # The critique is the judge's line, the shown step and the rest; P(Yes) is read from the
+    # second call, which holds the verdict.
+    joined = [Completion(text=head + tail[0].text, token_ids=tail[0].token_ids,
+                         cumulative_logprob=tail[0].cumulative_logprob, finish_reason=tail[0].finish_reason,
+                         tokens=tail[0].tokens, top_logprobs=tail[0].top_logprobs)
+              for head, tail in zip(heads, tails, strict=True)]
+    return prompts, [joined[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
 def score_steps(
     engine: Any,
     style: Any,
@@ -103,11 +144,10 @@ def score_steps(
     generation as their P(Yes), grouped into step scores. Returns (critiques, step_scores), both in
     row order. The one judging loop: the ProcessJudge replica and `rprm-ray eval --judge` call it."""
     steps = batches.validate(labeled_steps, "labeled_steps", where=where)
-    prompts = judge_prompts(steps, style, where=where)
     # Greedy decoding gives K identical critiques: generate one and repeat it (vLLM also refuses
     # n > 1 without sampling).
     n = 1 if sampling.temperature == 0 else k
-    completions = engine.generate(prompts, n=n, sampling=sampling, logprobs=VERDICT_TOP_LOGPROBS)
+    prompts, completions = write_critiques(engine, style, steps, n, sampling, where=where)
     if n != k:
         completions = [outs * k for outs in completions]
     critiques = critique_rows(steps, prompts, completions, where=where)

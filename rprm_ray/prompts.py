@@ -59,6 +59,10 @@ class PromptStyle:
     name: str = ""
     step_separator: str = "\n"
     step_stop: list[str] = ["\n"]
+    # True: the judge writes its own version of the step (the critique's first line) from the
+    # context alone and is shown the step only after it (`shown_step`), so the judging loop makes
+    # two generation calls. False: the step is part of `judge_prompt` (one call).
+    recompute_first: bool = False
 
     def policy_prompt(self, question: str) -> str:
         raise NotImplementedError
@@ -88,7 +92,13 @@ class PromptStyle:
         raise NotImplementedError
 
     def judge_prompt(self, question: str, previous_steps: list[str], now_step: str) -> str:
+        """What the judge reads before it writes. With `recompute_first` that is the context only:
+        `now_step` enters the critique after the judge's first line, as `shown_step(now_step)`."""
         raise NotImplementedError
+
+    def shown_step(self, now_step: str) -> str:
+        """The line that shows a recompute-first judge the step (after its own first line)."""
+        raise NotImplementedError(f"prompt style {self.name!r} shows the step in judge_prompt")
 
     def pairwise_prompt(self, question: str, previous_steps: list[str], step_a: str, step_b: str) -> str:
         raise NotImplementedError
@@ -98,9 +108,12 @@ class CompactStyle(PromptStyle):
     """Char-level format for the tiny world; see the module docstring and ARCHITECTURE.md §2.
 
     policy:    `Q:(37+25)*3-8\\n` then `37+25=62\\n62*3=186\\n186-8=178\\nA:178\\n`
-    pointwise: `Q:<q>\\nP:<step>\\n...N:<now step>\\n`; the critique that follows is
-               `R:<expected step>\\nC:<digit pairs with =/x marks>\\nV:<Y|N>\\n<verdict line>`
-               (e.g. `R:A:116\\nC:AA=|16x 11= 61x\\nV:N\\n...`; arith.aligned_pairs)
+    pointwise: `Q:<q>\\nP:<step>\\n...` (the context only); the critique that follows is
+               `R:<expected step>\\nN:<now step>\\nC:<digit pairs with =/x marks>\\nV:<Y|N>\\n
+               <verdict line>` (e.g. `R:A:116\\nN:A:611\\nC:AA=|16x 11= 61x\\nV:N\\n...`;
+               arith.aligned_pairs). The judge writes R before it is shown N (`recompute_first`):
+               with N in the prompt, 0.5M-parameter judges copied the claimed step into R for
+               304 of 326 wrong steps of the policy's own (ARCHITECTURE.md §2, README).
     pairwise:  `Q:<q>\\nP:<step>\\n...a:<step A>\\nb:<step B>\\n`; the judgment that follows is
                `R:<expected step>\\nCa:<A's marked pairs>\\nCb:<B's marked pairs>\\n[[A]]`
     """
@@ -109,6 +122,7 @@ class CompactStyle(PromptStyle):
     step_separator = "\n"
     step_stop = ["\n"]
     answer_marker = "A:"
+    recompute_first = True
 
     def policy_prompt(self, question: str) -> str:
         return f"Q:{question}\n"
@@ -134,7 +148,10 @@ class CompactStyle(PromptStyle):
 
     def judge_prompt(self, question: str, previous_steps: list[str], now_step: str) -> str:
         prev = "".join(f"P:{s.strip()}\n" for s in previous_steps)
-        return f"Q:{question}\n{prev}N:{now_step.strip()}\n"
+        return f"Q:{question}\n{prev}"
+
+    def shown_step(self, now_step: str) -> str:
+        return f"N:{now_step.strip()}\n"
 
     def pairwise_prompt(self, question: str, previous_steps: list[str], step_a: str, step_b: str) -> str:
         prev = "".join(f"P:{s.strip()}\n" for s in previous_steps)

@@ -37,7 +37,7 @@ def collect(manifest: Manifest) -> dict[str, Any]:
         out["judge"] = judge
     bon = stages.get("final/best_of_n")
     if bon:
-        out["best_of_n"] = {k: v for k, v in bon.items() if k.startswith(("bon", "weighted", "majority", "oracle"))
+        out["best_of_n"] = {k: v for k, v in bon.items() if k.startswith(("bon", "weighted", "majority", "oracle", "pass@1"))
                             or k in ("best_aggregation", "candidate_steps", "candidate_steps_at_n", "problems")}
     beam = stages.get("final/beam")
     if beam:
@@ -115,11 +115,13 @@ def target_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         check("pass@1 after self-rewarding >= M1 + 3", gain >= 3,
               f"{summary['pass@1_final']:.1f} vs {summary['pass@1_M1']:.1f} ({gain:+.1f})")
     bon = summary.get("best_of_n")
-    if bon and "pass@1_final" in summary:
+    if bon and "pass@1_samples" in bon:
+        # Pass@1 as the papers print it beside Best-of-N: the mean accuracy of the same samples.
         n = max(int(k) for k in bon["bon_min"])
         best = bon[f"bon_{bon['best_aggregation']}"][str(n)]
-        check(f"Best-of-{n} >= pass@1 + 10", best >= summary["pass@1_final"] + 10,
-              f"{best:.1f} vs greedy pass@1 {summary['pass@1_final']:.1f}")
+        greedy = f"; greedy {summary['pass@1_final']:.1f}" if "pass@1_final" in summary else ""
+        check(f"Best-of-{n} >= pass@1 + 10", best >= bon["pass@1_samples"] + 10,
+              f"{best:.1f} vs pass@1 {bon['pass@1_samples']:.1f} (mean of the {n} samples{greedy})")
     beam = summary.get("beam")
     if bon and beam and bon.get("candidate_steps_at_n"):
         # Best-of-n at the smallest n that spends beam search's step budget (within 2%: both
@@ -159,6 +161,8 @@ def headline_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     if bon:
         n = max(int(k) for k in bon["bon_min"])
         how = bon["best_aggregation"]
+        if "pass@1_samples" in bon:
+            rows.append(("pass@1 of the Best-of-N samples (mean)", f"{bon['pass@1_samples']:.1f}%"))
         rows.append((f"Best-of-{n} ({how})", f"{bon[f'bon_{how}'][str(n)]:.1f}% "
                      f"(majority {bon['majority'][str(n)]:.1f}%, oracle {bon['oracle'][str(n)]:.1f}%, "
                      f"{bon['candidate_steps']} candidate steps)"))

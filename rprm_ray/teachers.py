@@ -54,8 +54,12 @@ def programmatic_critiques(steps: pa.Table, task, k: int) -> pa.Table:
 
 
 def engine_critiques(steps: pa.Table, style: PromptStyle, engine, k: int, sampling: SamplingConfig) -> pa.Table:
+    from rprm_ray.judging import write_critiques
+
     def write(prompts: list[str], k: int) -> list[list[str]]:
-        return [[c.text for c in comps] for comps in engine.generate(prompts, n=k, sampling=sampling)]
+        # The judge's own protocol (two calls for recompute-first styles).
+        _, completions = write_critiques(engine, style, steps, k, sampling, where="teacher")
+        return [[c.text for c in comps] for comps in completions]
 
     return _critique_rows(steps, style, write, k)
 

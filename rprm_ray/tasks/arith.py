@@ -464,15 +464,18 @@ def aligned_pairs(expected: str, claimed: str) -> str:
     return " ".join(f"{a}{b}{'=' if a == b else 'x'}" for a, b in pairs)
 
 
-def _critique(r_step: str, exp_left: str, exp_result: str, claimed: tuple[str, str], verdict: str) -> str:
+def _critique(r_step: str, now_step: str, exp_left: str, exp_result: str, claimed: tuple[str, str],
+              verdict: str) -> str:
     # Why this shape (measured with 0.5M-parameter judges): with `C:124|124 116|611` and the
     # verdict line right after it, a judge wrote R and C correctly yet P(Yes) stayed ~0.5 — it
     # must compare multi-digit numbers ~50 characters before the verdict. With digit pairs and a
     # `V:` line (no marks) it still decided V wrongly on 3/4 of correct answer steps. Here every
     # comparison is two adjacent characters followed by its mark (`=` / `x`), `V:<Y|N>` only
     # asks "is there an x", and the verdict line copies V.
+    # The `N:` line is not written by the judge: the judging loop inserts it after the judge's R
+    # line (STYLE.recompute_first), so R is computed without the claimed step in view.
     pairs = f"{aligned_pairs(exp_left, claimed[0])}|{aligned_pairs(exp_result, claimed[1])}"
-    return f"R:{r_step}\nC:{pairs}\nV:{verdict[0]}\n{verdict_line(verdict)}"
+    return f"R:{r_step}\n{STYLE.shown_step(now_step)}C:{pairs}\nV:{verdict[0]}\n{verdict_line(verdict)}"
 
 
 def teacher_verdict(question: str, previous_steps: list[str], now_step: str) -> str:
@@ -488,18 +491,18 @@ def teacher_critique(
     agree: bool = True,
     rng: random.Random | None = None,
 ) -> str:
-    """The compact critique: expected step, comparison line (expected|claimed left operand and
-    result), the local decision `V:Y` / `V:N`, verdict line. With agree=False the critique reaches the wrong verdict the way a weak
+    """The compact critique: expected step, the step under judgment (`N:`), comparison line
+    (expected|claimed left operand and result), the local decision `V:Y` / `V:N`, verdict line. With agree=False the critique reaches the wrong verdict the way a weak
     judge does: for a right step it miscomputes the expected result; for a wrong step it copies
     the claimed step instead of recomputing. `rng` picks the miscomputation (default: +1)."""
     exp = _expected(question, list(previous_steps))
     claimed = _claimed_parts(now_step)
     right = teacher_verdict(question, previous_steps, now_step)
     if agree:
-        return _critique(exp.step or "-", exp.left, exp.result, claimed, right)
+        return _critique(exp.step or "-", now_step, exp.left, exp.result, claimed, right)
     if right == "No":
         # Copying the claimed step makes every comparison match: a confident, wrong Yes.
-        return _critique(now_step.strip(), claimed[0], claimed[1], claimed, "Yes")
+        return _critique(now_step.strip(), now_step, claimed[0], claimed[1], claimed, "Yes")
     result = int(exp.result)
     wrong = _off_by_one(rng, result) if rng is not None else result + 1
     if exp.kind == "answer":
@@ -508,7 +511,7 @@ def teacher_critique(
         m = _STEP_RE.match(exp.step or "")
         assert m is not None
         r_step = format_op_step(int(m.group(1)), m.group(2), int(m.group(3)), wrong)
-    return _critique(r_step, exp.left, str(wrong), claimed, "No")
+    return _critique(r_step, now_step, exp.left, str(wrong), claimed, "No")
 
 
 def teacher_pairwise(
@@ -607,53 +610,6 @@ def labeled_steps_table(problems: list[ArithProblem], seed: int, error_rate: flo
                 }
             )
     return from_rows(rows, "labeled_steps")
-
-
-def _balanced(rows: list[dict], key: str, rng: random.Random) -> list[dict]:
-    """Rows shuffled within each value of `key`, truncated to the rarest value's count (1:1)."""
-    groups: dict[object, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(r[key], []).append(r)
-    n = min(len(g) for g in groups.values()) if len(groups) > 1 else 0
-    kept = []
-    for value in sorted(groups, key=str):
-        g = groups[value]
-        rng.shuffle(g)
-        kept.extend(g[:n])
-    return kept
-
-
-def judge_sft_table(labeled_steps: pa.Table, seed: int = 42, balance: bool = True) -> pa.Table:
-    """R-PRM seed SFT examples written by the programmatic teacher: prompt = compact judge prompt,
-    completion = the teacher's critique (ends with the verdict line; the trainer appends EOS).
-
-    balance=True keeps Yes and No targets 1:1 (method_spec A3), sampled with `seed`. Raises
-    ValueError if a row's label disagrees with the teacher (a row after a solution's first error
-    judged against the reference, which a labeled_steps table must not contain)."""
-    rows = []
-    for i, r in enumerate(labeled_steps.to_pylist()):
-        critique = teacher_critique(r["question"], r["previous_steps"], r["now_step"])
-        verdict = "Yes" if critique.endswith("Yes") else "No"
-        if r["label"] is not None and (verdict == "Yes") != r["label"]:
-            raise ValueError(
-                f"judge_sft_table: labeled_steps row {i} ({r['solution_id']} step {r['step_idx']}): "
-                f"label {r['label']} but the teacher says {verdict} for {r['now_step']!r}"
-            )
-        rows.append(
-            {
-                "example_id": f"judge/{r['solution_id']}/{r['step_idx']}",
-                "kind": "judge",
-                "prompt": STYLE.judge_prompt(r["question"], r["previous_steps"], r["now_step"]),
-                "completion": critique,
-                "verdict": verdict,
-            }
-        )
-    if balance:
-        rows = _balanced(rows, "verdict", random.Random(f"judge-sft-{seed}"))
-        rows.sort(key=lambda r: r["example_id"])
-    for r in rows:
-        del r["verdict"]
-    return from_rows(rows, "sft_examples")
 
 
 def pairwise_sft_table(problems: list[ArithProblem], seed: int, num_examples: int) -> pa.Table:

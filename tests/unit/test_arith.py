@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from rprm_ray.batches import from_rows, validate
+from rprm_ray.batches import validate
 from rprm_ray.config import TaskConfig
 from rprm_ray.prompts import get_style, parse_pairwise, parse_verdict
 from rprm_ray.tasks import arith
@@ -181,19 +181,19 @@ def test_aligned_pairs_put_each_expected_digit_beside_the_claimed_one() -> None:
 def test_teacher_critique_format() -> None:
     q = "(37+25)*3-8"
     assert arith.teacher_critique(q, ["37+25=62"], "62*3=186") == (
-        "R:62*3=186\nC:66= 22=|11= 88= 66=\nV:Y\nVerification: Is the step correct (Yes/No)? Yes"
+        "R:62*3=186\nN:62*3=186\nC:66= 22=|11= 88= 66=\nV:Y\nVerification: Is the step correct (Yes/No)? Yes"
     )
     assert arith.teacher_critique(q, ["37+25=62"], "26*3=78") == (
-        "R:62*3=186\nC:62x 26x|1_x 87x 68x\nV:N\nVerification: Is the step correct (Yes/No)? No"
+        "R:62*3=186\nN:26*3=78\nC:62x 26x|1_x 87x 68x\nV:N\nVerification: Is the step correct (Yes/No)? No"
     )
     assert arith.teacher_critique(q, ["37+25=62", "62*3=186", "186-8=178"], "A:179") == (
-        "R:A:178\nC:AA=|11= 77= 89x\nV:N\nVerification: Is the step correct (Yes/No)? No"
+        "R:A:178\nN:A:179\nC:AA=|11= 77= 89x\nV:N\nVerification: Is the step correct (Yes/No)? No"
     )
     # An answer given too early and a malformed step are critiqued, never a crash.
     early = arith.teacher_critique(q, ["37+25=62"], "A:62")
-    assert early.startswith("R:62*3=186\nC:6_x 2Ax|1_x 86x 62x\nV:N\n") and parse_verdict(early) == "No"
+    assert early.startswith("R:62*3=186\nN:A:62\nC:6_x 2Ax|1_x 86x 62x\nV:N\n") and parse_verdict(early) == "No"
     junk = arith.teacher_critique(q, [], "37+x")
-    assert junk.startswith("R:37+25=62\nC:33= 77=|6_x 2?x\nV:N\n") and parse_verdict(junk) == "No"
+    assert junk.startswith("R:37+25=62\nN:37+x\nC:33= 77=|6_x 2?x\nV:N\n") and parse_verdict(junk) == "No"
     after = arith.teacher_critique(q, ["37+25=62", "62*3=186", "186-8=178", "A:178"], "1+1=2")
     assert after.startswith("R:-\n") and parse_verdict(after) == "No"
 
@@ -214,11 +214,12 @@ def test_teacher_critiques_parse_to_the_right_verdict(splits) -> None:
                 assert right.isascii() and wrong.isascii()
                 # The comparison line exposes every wrong step: some digit pair differs, and
                 # the V line states the decision the verdict line repeats.
-                pairs = right.split("\n")[1][2:].replace("|", " ").split(" ")
+                assert right.split("\n")[1] == f"N:{steps[i]}"  # the step, shown after R
+                pairs = right.split("\n")[2][2:].replace("|", " ").split(" ")
                 assert all(p[2] == ("=" if p[0] == p[1] else "x") for p in pairs), right
                 mismatch = any(pair[0] != pair[1] for pair in pairs)
                 assert mismatch == (not label), right
-                assert right.split("\n")[2] == ("V:N" if mismatch else "V:Y")
+                assert right.split("\n")[3] == ("V:N" if mismatch else "V:Y")
                 counts[label] += 1
     assert counts[True] > 0 and counts[False] > 0
 
@@ -272,42 +273,6 @@ def test_labeled_steps_table_is_a_processbench_expansion(splits) -> None:
     sub = arith.labeled_steps_table(problems[50:60], 7, 0.5).to_pylist()
     assert sub == [r for r in rows if r["problem_id"] in {p.problem_id for p in problems[50:60]}]
     assert all(r["label"] for r in arith.labeled_steps_table(problems[:20], 7, 0.0).to_pylist())
-
-
-def test_judge_sft_table_balances_and_agrees_with_labels(splits) -> None:
-    steps = arith.labeled_steps_table(splits[0][:200], seed=1, error_rate=0.5)
-    table = arith.judge_sft_table(steps, seed=3)
-    validate(table, "sft_examples")
-    verdicts = Counter(parse_verdict(r["completion"]) for r in table.to_pylist())
-    assert verdicts["Yes"] == verdicts["No"] > 0
-    unbalanced = arith.judge_sft_table(steps, balance=False)
-    assert unbalanced.num_rows == steps.num_rows
-    prompts = {r["example_id"]: r for r in unbalanced.to_pylist()}
-    for r in steps.to_pylist():
-        ex = prompts[f"judge/{r['solution_id']}/{r['step_idx']}"]
-        assert ex["prompt"] == STYLE.judge_prompt(r["question"], r["previous_steps"], r["now_step"])
-        assert parse_verdict(ex["completion"]) == ("Yes" if r["label"] else "No")
-    assert arith.judge_sft_table(steps, seed=3).equals(table)
-    assert not arith.judge_sft_table(steps, seed=4).equals(table)
-
-
-def test_judge_sft_table_rejects_a_label_the_teacher_contradicts() -> None:
-    bad = from_rows(
-        [
-            {
-                "problem_id": "p",
-                "solution_id": "p/x",
-                "step_idx": 0,
-                "question": "1+2",
-                "previous_steps": [],
-                "now_step": "1+2=4",
-                "label": True,
-            }
-        ],
-        "labeled_steps",
-    )
-    with pytest.raises(ValueError, match="row 0 .*p/x step 0.*teacher says No"):
-        arith.judge_sft_table(bad)
 
 
 def test_pairwise_sft_table_has_both_orders_with_the_right_winner(splits) -> None:

@@ -66,6 +66,8 @@ def test_overrides_parse_yaml_values(tmp_path):
         (["generator.num_gpus_per_replica=1", "generator.tensor_parallel_size=2"], "generator",
          "tensor_parallel_size (2) needs at least that many GPUs"),
         (["models.prompt_style=paper"], "(recipe)", "compact style"),
+        (["models.teacher.kind=openai", "models.teacher.url=http://x/v1", "models.teacher.model=m"], "(recipe)",
+         "shown the step after its own first line"),
     ],
 )
 def test_bad_recipes_name_file_field_and_rule(override, field, words):

@@ -159,8 +159,9 @@ def test_processbench_plan_judges_erroneous_solutions_only_up_to_their_label():
 
 
 class ScriptedJudge:
-    """An `Engine` whose critique says No exactly when the judged step contains "BAD" (P(Yes) 0.1,
-    else 0.9), one token per character; it records each call's prompt count and n."""
+    """An `Engine` for the compact judge's two calls: from a context it writes its own line `R:x`;
+    once shown the step (`N:`) its critique says No exactly when the step contains "BAD" (P(Yes)
+    0.1, else 0.9), one token per character. It records each call's prompt count and n."""
 
     backend = "scripted"
     model_dir = "scripted"
@@ -170,14 +171,25 @@ class ScriptedJudge:
 
     def generate(self, prompts, n, sampling, stop=None, logprobs=None, include_stop=False):
         self.calls.append((len(prompts), n))
-        return [[self._critique("BAD" not in prompt.rsplit("N:", 1)[1])] * n for prompt in prompts]
+        out = []
+        for prompt in prompts:
+            if "\nN:" not in prompt:
+                out.append([self._completion("R:x", None)] * n)
+            else:
+                assert stop is None and sampling.temperature == 0.0  # the verdict part is greedy
+                out.append([self._critique("BAD" not in prompt.rsplit("N:", 1)[1])] * n)
+        return out
+
+    @classmethod
+    def _critique(cls, correct):
+        text = verdict_line("Yes" if correct else "No")
+        return cls._completion(text, 0.9 if correct else 0.1)
 
     @staticmethod
-    def _critique(correct):
-        text = verdict_line("Yes" if correct else "No")
+    def _completion(text, p_yes):
         top = [{c: 0.0} for c in text]
-        p_yes = 0.9 if correct else 0.1
-        top[text.index("? ") + 2] = {"Y": math.log(p_yes), "N": math.log(1 - p_yes)}
+        if p_yes is not None:
+            top[text.index("? ") + 2] = {"Y": math.log(p_yes), "N": math.log(1 - p_yes)}
         return Completion(text=text, token_ids=[ord(c) for c in text], cumulative_logprob=None,
                           finish_reason="eos", tokens=list(text), top_logprobs=top)
 
@@ -189,7 +201,9 @@ def test_judged_processbench_scores_feed_the_scorer():
     step_scores = judged.judge_step_scores(
         engine, get_style("compact"), judged.processbench_plan(items), 3, greedy, "p_yes", chunk_rows=2, progress=False
     )
-    assert engine.calls == [(2, 1), (2, 1), (2, 1)]  # chunks of 2 rows; greedy decodes once per step
+    # Chunks of 2 rows, two calls each (the judge's own line per context, then the verdict part);
+    # greedy decodes once per step.
+    assert engine.calls == [(2, 1)] * 6
     scores = judged.processbench_scores(step_scores)
     assert scores == {"ok": [pytest.approx(0.9)] * 2, "bad": [pytest.approx(0.9), pytest.approx(0.1)],
                       "miss": [pytest.approx(0.1), pytest.approx(0.9)]}
@@ -211,7 +225,10 @@ def test_bon_plan_and_scores_keep_candidates_apart():
     engine = ScriptedJudge()
     sampled = SamplingConfig(temperature=1.0, max_new_tokens=96)
     _, step_scores = judging.score_steps(engine, get_style("compact"), plan, 2, sampled, "p_yes")
-    assert engine.calls == [(4, 2)]  # sampling: K critiques per step in one call
+    # Sampling: K own lines per distinct context in one call (both questions read "?": the first
+    # steps share one context, "a" then the next step another), then the verdict part of every
+    # critique of every step, greedy.
+    assert engine.calls == [(2, 2), (8, 1)]
     scores = judged.bon_scores(step_scores, items)
     assert scores == {"q1": [[pytest.approx(0.9), pytest.approx(0.1)], [pytest.approx(0.9)], []],
                       "q2": [[pytest.approx(0.9)]]}

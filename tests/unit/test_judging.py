@@ -56,7 +56,7 @@ VERDICT_NOT_AT_END = verdict_line("Yes") + "\nR:7*2=14"
 def test_critique_rows_validity_and_p_yes_from_the_same_generation() -> None:
     steps = _labeled_steps(2)
     prompts = judging.judge_prompts(steps, STYLE)
-    assert prompts[1] == "Q:(3+4)*2\nP:3+4=7\nN:7*2=14\n"
+    assert prompts[1] == "Q:(3+4)*2\nP:3+4=7\n"
     outs = [
         [_completion(YES, 0.8), _completion(NO, 0.3), _completion(NO_VERDICT)],
         [_completion(TWO_VERDICTS), _completion(GARBAGE), _completion(VERDICT_NOT_AT_END)],
@@ -205,3 +205,4 @@ def test_prefix_chunks_never_split_a_prefix_and_keep_every_row() -> None:
     rebuilt = pa.concat_tables(chunks)
     assert rebuilt.num_rows == table.num_rows
     assert judging.prefix_chunks(table, 100)[0].equals(table)
+

@@ -88,10 +88,12 @@ def test_compact_policy_format() -> None:
 
 def test_compact_judge_prompts() -> None:
     s = get_style("compact")
-    assert s.judge_prompt("(37+25)*3-8", [], "37+25=62") == "Q:(37+25)*3-8\nN:37+25=62\n"
-    assert (
-        s.judge_prompt("(37+25)*3-8", ["37+25=62"], "62*3=186") == "Q:(37+25)*3-8\nP:37+25=62\nN:62*3=186\n"
-    )
+    # The judge reads the context only; the step is shown after its own first line.
+    assert s.recompute_first
+    assert s.judge_prompt("(37+25)*3-8", [], "37+25=62") == "Q:(37+25)*3-8\n"
+    assert s.judge_prompt("(37+25)*3-8", ["37+25=62"], "62*3=186") == "Q:(37+25)*3-8\nP:37+25=62\n"
+    assert s.shown_step(" 62*3=186 ") == "N:62*3=186\n"
+    assert not get_style("paper").recompute_first
     assert (
         s.pairwise_prompt("(37+25)*3-8", ["37+25=62"], "62*3=186", "62*3=187")
         == "Q:(37+25)*3-8\nP:37+25=62\na:62*3=186\nb:62*3=187\n"
