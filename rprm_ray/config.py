@@ -311,6 +311,7 @@ class EvaluationConfig(_Strict):
     eval_problems: int | None = Field(None, ge=1)  # None: all of task.eval_problems
     bon_samples_per_prompt: list[int] = [1, 2, 4, 8]
     critiques_per_step: list[int] = [1, 2, 4, 8]  # F1 vs K
+    critique_temperature: float = Field(1.0, gt=0.0)  # sampling temperature of the F1-vs-K critiques
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     processbench_files: list[Path] = []
     math_files: list[Path] = []

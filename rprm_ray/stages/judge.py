@@ -97,7 +97,8 @@ def eval_steps(run: Run) -> pa.Table:
 
 def judge_f1_stage(run: Run, model_dir: str, phase: str, k_curve: bool = True) -> StageResult:
     """Greedy K=1 F1 (the headline number), plus (k_curve) F1 vs K from K sampled critiques per
-    step: the first K samples of one draw of max(K) give every point of the curve."""
+    step (at evaluation.critique_temperature): the first K samples of one draw of max(K) give every
+    point of the curve."""
     r = run.recipe
     steps = eval_steps(run)
     judge = run.roles.judge(model_dir)
@@ -108,8 +109,8 @@ def judge_f1_stage(run: Run, model_dir: str, phase: str, k_curve: bool = True) -
     tables = {"critiques_greedy": (critiques, "critiques"), "step_scores_greedy": (step_scores, "step_scores")}
     ks = sorted(set(r.evaluation.critiques_per_step))
     if ks and k_curve:
-        sampled = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=r.judge.sampling.max_new_tokens,
-                                 seed=r.seed)
+        sampled = SamplingConfig(temperature=r.evaluation.critique_temperature, top_p=1.0,
+                                 max_new_tokens=r.judge.sampling.max_new_tokens, seed=r.seed)
         many, _ = judge.score_steps(steps, k=max(ks), sampling=sampled)
         tables["critiques_sampled"] = (many, "critiques")
         for k in ks:

@@ -58,9 +58,19 @@ def finish_checkpoint(out_dir: Path, checksum: str, info: dict[str, Any]) -> Non
     tiny.mark_complete(out_dir, {**info, "checksum": checksum})
 
 
+def table_fingerprint(table: pa.Table) -> str:
+    """A short hash of a table's rows: the training data is part of what determines a model, so a
+    change in how examples are written (a new critique format) never reuses a stale model."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue()).hexdigest()[:8]
+
+
 def cached_sft(run: Run, key: str, init_dir: Path, table: pa.Table, steps: int, name: str) -> tuple[Path, dict]:
-    """SFT into the model cache under `key`, or reuse an earlier run's result with the same key."""
-    out_dir = Path(run.recipe.model_cache) / key
+    """SFT into the model cache under `key` + the data's fingerprint, or reuse an earlier run's
+    result with the same."""
+    out_dir = Path(run.recipe.model_cache) / f"{key}-{table_fingerprint(table)}"
     info = out_dir / "train_metrics.json"
     if tiny.is_complete(out_dir) and info.is_file():
         run.say(f"       reusing {out_dir} (same recipe inputs)")
