@@ -104,11 +104,16 @@ def test_k_and_sampling_overrides_reach_the_engine(judge, eval_steps: pa.Table) 
     short = SamplingConfig(temperature=0.0, max_new_tokens=5, seed=0)
     critiques, _ = judge.score_steps(eval_steps.slice(0, 3), k=3, sampling=short)
     assert critiques.num_rows == 9
-    # Greedy: the K critiques of a step are identical; at most 5 tokens of one byte each.
+    # Greedy: the K critiques of a step are identical. The compact judge writes its own line, is
+    # shown the step, and writes the rest: each written part at most 5 tokens of one byte each.
     texts = critiques.column("critique").to_pylist()
+    steps = eval_steps.slice(0, 3).column("now_step").to_pylist()
     for i in range(0, 9, 3):
         assert texts[i] == texts[i + 1] == texts[i + 2]
-    assert all(len(t.encode()) <= 5 for t in texts)
+        own, rest = texts[i].split("\n", 1)
+        shown = f"N:{steps[i // 3]}\n"
+        assert rest.startswith(shown), texts[i]
+        assert len(own.encode()) <= 5 and len(rest[len(shown):].encode()) <= 5
 
 
 def test_compare_judges_every_pair_in_both_orders(judge) -> None:
