@@ -9,9 +9,10 @@ greedy pass@1 on the held-out problems is printed beside M1's.
 
     .venv/bin/python bench/step_dpo_oracle.py [--problems 6000] [--lr 2e-5 5e-5 1e-4] [--epochs 1]
 
-Measured (2-core CPU, 891 pairs from 6000 problems, one epoch, beta 0.1, NLL coefficient 1):
-M1 80.0; lr 2e-5 79.75; 5e-5 73.5; 1e-4 68.75 (3 epochs: 48.75) -- after DPO the policy drops
-digits (`85-74=5`), so larger step-DPO updates hurt even with perfect pairs.
+Measured (2-core CPU, one epoch, beta 0.1, NLL coefficient 1), M1 at 80.0: with `--problems 2000
+--lr 2e-5 1e-4` (287 pairs) 80.75 and 75.5; with the same pairs from 6000 problems (891) 79.75,
+73.5 (5e-5) and 68.75 (1e-4; 3 epochs: 48.75). After DPO the policy drops digits (`85-74=5`):
+larger step-DPO updates hurt even with perfect pairs.
 """
 
 from __future__ import annotations
