@@ -109,24 +109,22 @@ def write_critiques(
     prompts = judge_prompts(steps, style, where=where)
     if not style.recompute_first:
         return prompts, engine.generate(prompts, n=n, sampling=sampling, logprobs=VERDICT_TOP_LOGPROBS)
+    from dataclasses import replace
+
     from rprm_ray.config import SamplingConfig
-    from rprm_ray.engines.base import Completion
 
     contexts = list(dict.fromkeys(prompts))
     own = dict(zip(contexts, engine.generate(contexts, n=n, sampling=sampling, stop=["\n"]), strict=True))
     shown = [style.shown_step(row["now_step"]) for row in steps.to_pylist()]
-    heads = [own[prompt][i].text + "\n" + step for prompt, step in zip(prompts, shown, strict=True)
+    # Row-major: sample i of row r sits at r * n + i.
+    heads = [(prompt, own[prompt][i].text + "\n" + step) for prompt, step in zip(prompts, shown, strict=True)
              for i in range(n)]
-    starts = [prompt for prompt in prompts for _ in range(n)]
     greedy = SamplingConfig(temperature=0.0, top_p=1.0, max_new_tokens=sampling.max_new_tokens, seed=sampling.seed)
-    tails = engine.generate([p + h for p, h in zip(starts, heads, strict=True)], n=1, sampling=greedy,
+    tails = engine.generate([prompt + head for prompt, head in heads], n=1, sampling=greedy,
                             logprobs=VERDICT_TOP_LOGPROBS)
     # The critique is the judge's line, the shown step and the rest; P(Yes) is read from the
     # second call, which holds the verdict.
-    joined = [Completion(text=head + tail[0].text, token_ids=tail[0].token_ids,
-                         cumulative_logprob=tail[0].cumulative_logprob, finish_reason=tail[0].finish_reason,
-                         tokens=tail[0].tokens, top_logprobs=tail[0].top_logprobs)
-              for head, tail in zip(heads, tails, strict=True)]
+    joined = [replace(tail[0], text=head + tail[0].text) for (_, head), tail in zip(heads, tails, strict=True)]
     return prompts, [joined[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 

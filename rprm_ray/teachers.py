@@ -54,14 +54,12 @@ def programmatic_critiques(steps: pa.Table, task, k: int) -> pa.Table:
 
 
 def engine_critiques(steps: pa.Table, style: PromptStyle, engine, k: int, sampling: SamplingConfig) -> pa.Table:
-    from rprm_ray.judging import write_critiques
+    """A model teacher writes critiques the way the judge does (two calls for recompute-first
+    styles), so the rows are the judge's own `critique_rows`."""
+    from rprm_ray.judging import critique_rows, write_critiques
 
-    def write(prompts: list[str], k: int) -> list[list[str]]:
-        # The judge's own protocol (two calls for recompute-first styles).
-        _, completions = write_critiques(engine, style, steps, k, sampling, where="teacher")
-        return [[c.text for c in comps] for comps in completions]
-
-    return _critique_rows(steps, style, write, k)
+    prompts, completions = write_critiques(engine, style, steps, k, sampling, where="teacher")
+    return critique_rows(steps, prompts, completions, where="teacher")
 
 
 def openai_critiques(steps: pa.Table, style: PromptStyle, cfg: TeacherConfig, k: int,

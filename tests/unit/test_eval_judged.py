@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from rprm_ray import cli, judging
+from rprm_ray import cli, judging, teachers
 from rprm_ray.config import Recipe, SamplingConfig
 from rprm_ray.data import BonItem, DataError, ProcessBenchItem
 from rprm_ray.engines.base import Completion
@@ -232,3 +232,16 @@ def test_bon_plan_and_scores_keep_candidates_apart():
     scores = judged.bon_scores(step_scores, items)
     assert scores == {"q1": [[pytest.approx(0.9), pytest.approx(0.1)], [pytest.approx(0.9)], []],
                       "q2": [[pytest.approx(0.9)]]}
+
+
+def test_a_model_teacher_writes_critiques_by_the_judges_protocol():
+    items = [BonItem(id="q1", question="?", steps=[["a", "BAD"]], labels=[False], answers=None)]
+    plan = judged.bon_plan(items)
+    engine = ScriptedJudge()
+    sampled = SamplingConfig(temperature=1.0, max_new_tokens=96)
+    critiques = teachers.engine_critiques(plan, get_style("compact"), engine, 2, sampled)
+    assert engine.calls == [(2, 2), (4, 1)]  # own lines per context, then every critique's rest
+    rows = critiques.to_pylist()
+    assert [r["prompt"] for r in rows] == ["Q:?\n", "Q:?\n", "Q:?\nP:a\n", "Q:?\nP:a\n"]
+    assert rows[2]["critique"].startswith("R:x\nN:BAD\n")
+    assert [r["verdict"] for r in rows] == ["Yes", "Yes", "No", "No"]
