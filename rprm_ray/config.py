@@ -246,6 +246,7 @@ class TrainerConfig(_Strict):
     max_seq_len_tokens: int = Field(256, ge=8)
     dpo_beta: float = Field(0.1, gt=0.0)
     dpo_nll_coef: float = Field(0.0, ge=0.0)
+    dpop_lambda: float = Field(0.0, ge=0.0)  # DPO-Positive penalty; 0 = plain sigmoid DPO
     dpo_epochs: int = Field(1, ge=1)
     grad_clip: float = Field(1.0, gt=0.0)
     seed: int = 0

@@ -39,13 +39,23 @@ def dpo_loss(
     ref_chosen: torch.Tensor,
     ref_rejected: torch.Tensor,
     beta: float,
+    dpop_lambda: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sigmoid DPO (Rafailov et al.): mean of -log sigma(beta * (log-ratio chosen - log-ratio
     rejected)). Returns (loss, chosen_rewards, rejected_rewards); rewards are beta * log-ratio
-    per pair, detached (for metrics: accuracy = chosen > rejected, margin = difference)."""
+    per pair, detached (for metrics: accuracy = chosen > rejected, margin = difference).
+
+    `dpop_lambda` > 0 is DPO-Positive (Pal et al. 2024, "Smaug"): inside the sigmoid, subtract
+    lambda * max(0, ref log-prob of chosen - policy log-prob of chosen): the chosen completion
+    is pushed back up whenever it falls below the reference.
+    Plain DPO lowers both log-probs when chosen and rejected differ in a few tokens (a step whose
+    result differs by one digit), which is the case of step pairs."""
     import torch.nn.functional as F
 
     chosen_ratio = policy_chosen - ref_chosen
     rejected_ratio = policy_rejected - ref_rejected
-    loss = -F.logsigmoid(beta * (chosen_ratio - rejected_ratio)).mean()
+    logits = chosen_ratio - rejected_ratio
+    if dpop_lambda:
+        logits = logits - dpop_lambda * (-chosen_ratio).clamp(min=0)
+    loss = -F.logsigmoid(beta * logits).mean()
     return loss, (beta * chosen_ratio).detach(), (beta * rejected_ratio).detach()

@@ -21,13 +21,24 @@ import pyarrow as pa
 
 from rprm_ray import batches
 from rprm_ray.config import Recipe, dump_recipe
-from rprm_ray.manifest import Manifest, ManifestError, recipe_fingerprint
+from rprm_ray.manifest import Manifest, ManifestError, recipe_differences, recipe_fingerprint
 
 log = logging.getLogger("rprm_ray.loop")
 
 
 class RunError(RuntimeError):
     pass
+
+
+def _as_current_schema(stored: dict[str, Any]) -> dict[str, Any]:
+    """A run's stored recipe read by today's schema: a field added since then takes its default,
+    so a run started before the field existed resumes when the recipe leaves it at that default."""
+    from pydantic import ValidationError
+
+    try:
+        return Recipe.model_validate(stored).model_dump(mode="json")
+    except ValidationError:
+        return stored
 
 
 @dataclass
@@ -66,10 +77,14 @@ class Run:
         if resume_dir is not None:
             manifest = Manifest.load(resume_dir)
             if manifest.data["recipe_fingerprint"] != recipe_fingerprint(recipe_json):
-                raise RunError(
-                    f"{resume_dir}: the recipe differs from the one this run started with; "
-                    f"resume with the same recipe and --set overrides (see {manifest.path})"
-                )
+                differences = recipe_differences(_as_current_schema(manifest.data["recipe"]), recipe_json)
+                if differences:
+                    shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more"
+                                                          if len(differences) > 4 else "")
+                    raise RunError(
+                        f"{resume_dir}: the recipe differs from the one this run started with ({shown}); "
+                        f"resume with the same recipe and --set overrides (see {manifest.path})"
+                    )
             return cls(recipe, resume_dir, manifest, roles)
         run_dir = recipe.run_dir
         if (run_dir / "manifest.json").exists():

@@ -430,7 +430,8 @@ class DeepSpeedTrainer:
         lr: float | None = None,
         progress: bool | None = None,
     ) -> dict[str, float]:
-        """Sigmoid DPO (beta = trainer_cfg.dpo_beta) plus dpo_nll_coef x NLL of chosen. Pairs
+        """Sigmoid DPO (beta = trainer_cfg.dpo_beta; DPO-Positive when dpop_lambda > 0) plus
+        dpo_nll_coef x NLL of chosen. Pairs
         without reference log-probs get them from the current model first. Returns means over
         all micro batches: loss, reward accuracy, margin, chosen and rejected rewards."""
         import torch
@@ -464,7 +465,8 @@ class DeepSpeedTrainer:
                     idx = next(batches)
                     pc, pr, nll = self._pair_logps([chosen[i] for i in idx], [rejected[i] for i in idx])
                     loss, cr, rr = dpo_loss(
-                        pc, pr, ref_c[idx].to(pc.device), ref_r[idx].to(pc.device), self.cfg.dpo_beta
+                        pc, pr, ref_c[idx].to(pc.device), ref_r[idx].to(pc.device), self.cfg.dpo_beta,
+                        dpop_lambda=self.cfg.dpop_lambda,
                     )
                     total = loss + self.cfg.dpo_nll_coef * nll if self.cfg.dpo_nll_coef else loss
                     self.engine.backward(total)

@@ -35,11 +35,28 @@ def teacher_critiques(run: Run, steps: pa.Table) -> pa.Table:
     return teachers.engine_critiques(steps, style, engine, k, sampling)
 
 
+def judge_dpo_problem_ids(run: Run) -> pa.Array:
+    """The training problems whose steps the SFT judge never sees: its DPO samples come from them.
+
+    On steps it was fine-tuned on, the judge repeats its (correct) training critiques even at
+    temperature 1 (measured: 6 critique pairs from 2,048 steps x 4 samples); on unseen problems it
+    disagrees with the label where its own computation fails (402 pairs from 1,766 steps)."""
+    train = data.problems(run, "train")
+    return train.column("problem_id").slice(0, min(train.num_rows, run.recipe.loop.problems_per_iteration))
+
+
+def judge_dpo_steps(run: Run) -> pa.Table:
+    steps = data.labeled_steps(run, "train")
+    return steps.filter(pc.is_in(steps.column("problem_id"), judge_dpo_problem_ids(run)))
+
+
 def judge_seed_stage(run: Run) -> StageResult:
     """Teacher critiques for labeled training steps, filtered to those agreeing with the label,
     balanced Yes/No 1:1 (A3); optionally mixed with policy data (the papers' judges start from a
-    math-capable model; the tiny one learns both at once)."""
+    math-capable model; the tiny one learns both at once). The problems of `judge_dpo_problem_ids`
+    are left out: they are the judge's DPO sampling ground."""
     steps = data.labeled_steps(run, "train")
+    steps = steps.filter(pc.invert(pc.is_in(steps.column("problem_id"), judge_dpo_problem_ids(run))))
     critiques = teacher_critiques(run, steps)
     seed_sft = pairs.sft_filter(critiques, seed=run.recipe.pairs.seed, balance=True)
     table = seed_sft
@@ -124,12 +141,10 @@ def judge_f1_stage(run: Run, model_dir: str, phase: str, k_curve: bool = True) -
 
 
 def judge_samples_stage(run: Run) -> StageResult:
-    """The SFT judge samples K critiques for labeled training steps; agreeing with the label =
-    chosen, disagreeing = rejected (built next by the PairBuilder)."""
+    """The SFT judge samples K critiques for the labeled steps of the problems held out of its SFT
+    data; agreeing with the label = chosen, disagreeing = rejected (built next by the PairBuilder)."""
     r = run.recipe
-    steps = data.labeled_steps(run, "train")
-    n = min(steps.num_rows, r.loop.problems_per_iteration * 4)
-    steps = steps.slice(0, n)
+    steps = judge_dpo_steps(run)
     judge = run.roles.judge(run.state["judge_sft_dir"])
     sampled = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=r.judge.sampling.max_new_tokens,
                              seed=r.seed + 1)

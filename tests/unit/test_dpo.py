@@ -80,6 +80,33 @@ def test_dpo_loss_is_log2_at_reference_and_gradient_prefers_chosen() -> None:
     assert pr.grad.item() == pytest.approx(0.25, abs=1e-6)
 
 
+
+def test_dpop_penalises_only_a_chosen_completion_below_the_reference() -> None:
+    from rprm_ray.dpo import dpo_loss
+
+    beta, lam = 0.1, 5.0
+    # pair 0: chosen fell 2.0 nats below the reference -> z = beta * (-2 - (-1) - 5 * 2) = -1.1
+    # pair 1: chosen rose 1.0 above it -> no penalty, z = beta * (1 - (-1)) = 0.2
+    pc, pr = [-12.0, -4.0], [-13.0, -3.0]
+    rc, rr = [-10.0, -5.0], [-12.0, -2.0]
+    hand = [-math.log(1 / (1 + math.exp(1.1))), -math.log(1 / (1 + math.exp(-0.2)))]
+    loss, cr, _ = dpo_loss(*(torch.tensor(v) for v in (pc, pr, rc, rr)), beta=beta, dpop_lambda=lam)
+    assert loss.item() == pytest.approx(sum(hand) / 2, abs=1e-6)
+    # The rewards reported stay the plain DPO log-ratios.
+    assert cr.tolist() == pytest.approx([-0.2, 0.1])
+    plain, _, _ = dpo_loss(*(torch.tensor(v) for v in (pc, pr, rc, rr)), beta=beta)
+    assert loss.item() > plain.item()
+
+    # Below the reference, the chosen log-prob's gradient is (1 + lambda) times plain DPO's.
+    grads = []
+    for lam_ in (0.0, lam):
+        c = torch.tensor([-12.0], requires_grad=True)
+        loss, _, _ = dpo_loss(c, torch.tensor([-13.0]), torch.tensor([-10.0]), torch.tensor([-12.0]),
+                              beta=beta, dpop_lambda=lam_)
+        loss.backward()
+        grads.append(c.grad.item() / (1 - torch.sigmoid(torch.tensor(beta * (-1.0 - lam_ * 2.0))).item()))
+    assert grads[1] == pytest.approx((1 + lam) * grads[0], rel=1e-5)
+
 # ---- the trainer's collation: the loss sees completion tokens (and EOS) only ----------------
 
 

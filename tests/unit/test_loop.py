@@ -96,3 +96,20 @@ def test_resume_takes_the_run_name_from_the_run_directory(tmp_path, capsys):
     # An explicit name wins over the directory's.
     assert cli.main(["run", str(recipe), "--resume", str(run_dir), "--set", "name=other", "--dry-run"]) == 0
     assert f"run dir {run_dir.parent / 'other'}" in capsys.readouterr().out
+
+
+def test_resume_names_the_changed_fields_and_accepts_a_field_added_at_its_default(tmp_path):
+    run = Run.open(recipe(tmp_path))
+    with pytest.raises(RunError, match=r"loop\.iterations: 2 -> 7.*trainer\.lr: 0\.002 -> 0\.001"):
+        Run.open(recipe(tmp_path, "loop.iterations=7", "trainer.lr=0.001"), resume_dir=run.dir)
+    # A run written before a field existed (here: its recipe lacks trainer.dpop_lambda) resumes
+    # when the recipe keeps the new field at its default, and not when it changes it.
+    at_default = "trainer.dpop_lambda=0"
+    old = Run.open(recipe(tmp_path, at_default, "name=older"))
+    manifest = json.loads((old.dir / "manifest.json").read_text())
+    del manifest["recipe"]["trainer"]["dpop_lambda"]
+    manifest["recipe_fingerprint"] = "written-by-older-code"
+    (old.dir / "manifest.json").write_text(json.dumps(manifest))
+    assert Run.open(recipe(tmp_path, at_default, "name=older"), resume_dir=old.dir).dir == old.dir
+    with pytest.raises(RunError, match=r"trainer\.dpop_lambda: 0\.0 -> 50\.0"):
+        Run.open(recipe(tmp_path, "trainer.dpop_lambda=50", "name=older"), resume_dir=old.dir)
