@@ -36,13 +36,15 @@ def teacher_critiques(run: Run, steps: pa.Table) -> pa.Table:
 
 
 def judge_dpo_problem_ids(run: Run) -> pa.Array:
-    """The training problems whose steps the SFT judge never sees: its DPO samples come from them.
+    """The training problems whose steps the SFT judge never sees (the first
+    `loop.problems_per_iteration`): its DPO samples come from them.
 
     On steps it was fine-tuned on, the judge repeats its (correct) training critiques even at
     temperature 1 (measured: 6 critique pairs from 2,048 steps x 4 samples); on unseen problems it
     disagrees with the label where its own computation fails (402 pairs from 1,766 steps)."""
     train = data.problems(run, "train")
-    return train.column("problem_id").slice(0, min(train.num_rows, run.recipe.loop.problems_per_iteration))
+    # At most half of a small training set: the SFT judge keeps the other half.
+    return train.column("problem_id").slice(0, min(train.num_rows // 2, run.recipe.loop.problems_per_iteration))
 
 
 def judge_dpo_steps(run: Run) -> pa.Table:

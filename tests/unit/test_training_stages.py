@@ -38,3 +38,19 @@ def test_judge_dpo_samples_come_from_problems_left_out_of_the_judge_sft_data(tmp
     sft = judge.judge_seed_stage(run).tables["judge_sft"][0]
     sft_problems = {eid.split("/")[1] for eid in sft.column("example_id").to_pylist()}
     assert sft_problems and not sft_problems & held
+
+
+def test_a_small_training_set_keeps_half_its_problems_for_the_judge_sft(tmp_path) -> None:
+    from pathlib import Path
+
+    from rprm_ray.config import load_recipe
+    from rprm_ray.loop import Run
+    from rprm_ray.stages import data, judge
+
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "tiny_arith.yaml",
+                         [f"run_root={tmp_path}", "task.train_problems=10", "task.eval_problems=5",
+                          "loop.problems_per_iteration=64"])
+    run = Run.open(recipe)
+    run.stage(data.DATA, lambda: data.data_stage(run))
+    assert len(judge.judge_dpo_problem_ids(run)) == 5
+    assert judge.judge_seed_stage(run).tables["judge_sft"][0].num_rows > 0
