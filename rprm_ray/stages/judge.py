@@ -14,6 +14,7 @@ from rprm_ray.evaluation.processbench import harmonic_f1, predicted_first_error
 from rprm_ray.judging import step_score_rows
 from rprm_ray.loop import Run, StageResult
 from rprm_ray.stages import data
+from rprm_ray.stages.policy import iteration_problem_ids
 from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, train_dpo
 
 # ---- seed data ----------------------------------------------------------------------------
@@ -35,30 +36,42 @@ def teacher_critiques(run: Run, steps: pa.Table) -> pa.Table:
     return teachers.engine_critiques(steps, style, engine, k, sampling)
 
 
-def judge_dpo_problem_ids(run: Run) -> pa.Array:
-    """The training problems whose steps the SFT judge never sees (the first
-    `loop.problems_per_iteration`): its DPO samples come from them.
+def judge_dpo_problem_ids(run: Run) -> list[str]:
+    """The training problems the judge's DPO samples come from: the `loop.problems_per_iteration`
+    after those the iterations search. Their steps stay out of the judge's SFT data.
 
     On steps it was fine-tuned on, the judge repeats its (correct) training critiques even at
     temperature 1 (measured: 6 critique pairs from 2,048 steps x 4 samples); on unseen problems it
-    disagrees with the label where its own computation fails (402 pairs from 1,766 steps)."""
+    disagrees with the label where its own computation fails (402 pairs from 1,766 steps, 12 after
+    the 1:1 Yes/No balance)."""
+    searched = set(iteration_problem_ids(run))
+    rest = [p for p in data.problems(run, "train").column("problem_id").to_pylist() if p not in searched]
+    return rest[: run.recipe.loop.problems_per_iteration]
+
+
+def judge_sft_held_out_ids(run: Run) -> set[str]:
+    """Problems whose labeled steps the SFT judge never sees: those the self-rewarding iterations
+    search and those its DPO samples come from. A judge trained on the searched problems' reference
+    and labeled steps would hand their ground truth to the search (measured: with it, the search
+    finished 511 of 512 problems; without, 463). At most half of a small training set."""
     train = data.problems(run, "train")
-    # At most half of a small training set: the SFT judge keeps the other half.
-    return train.column("problem_id").slice(0, min(train.num_rows // 2, run.recipe.loop.problems_per_iteration))
+    ordered = list(dict.fromkeys(iteration_problem_ids(run) + judge_dpo_problem_ids(run)))
+    return set(ordered[: train.num_rows // 2])
 
 
 def judge_dpo_steps(run: Run) -> pa.Table:
     steps = data.labeled_steps(run, "train")
-    return steps.filter(pc.is_in(steps.column("problem_id"), judge_dpo_problem_ids(run)))
+    return steps.filter(pc.is_in(steps.column("problem_id"), pa.array(judge_dpo_problem_ids(run), pa.string())))
 
 
 def judge_seed_stage(run: Run) -> StageResult:
     """Teacher critiques for labeled training steps, filtered to those agreeing with the label,
     balanced Yes/No 1:1 (A3); optionally mixed with policy data (the papers' judges start from a
-    math-capable model; the tiny one learns both at once). The problems of `judge_dpo_problem_ids`
-    are left out: they are the judge's DPO sampling ground."""
+    math-capable model; the tiny one learns both at once). The problems of
+    `judge_sft_held_out_ids` are left out."""
     steps = data.labeled_steps(run, "train")
-    steps = steps.filter(pc.invert(pc.is_in(steps.column("problem_id"), judge_dpo_problem_ids(run))))
+    held_out = pa.array(sorted(judge_sft_held_out_ids(run)), pa.string())
+    steps = steps.filter(pc.invert(pc.is_in(steps.column("problem_id"), held_out)))
     critiques = teacher_critiques(run, steps)
     seed_sft = pairs.sft_filter(critiques, seed=run.recipe.pairs.seed, balance=True)
     table = seed_sft
@@ -147,6 +160,10 @@ def judge_samples_stage(run: Run) -> StageResult:
     data; agreeing with the label = chosen, disagreeing = rejected (built next by the PairBuilder)."""
     r = run.recipe
     steps = judge_dpo_steps(run)
+    if steps.num_rows == 0:
+        run.say("       no training problems left for judge DPO samples (all searched or in SFT)")
+        return StageResult(metrics={"steps": 0, "critiques": 0, "pairs": 0},
+                           tables={"pairs": (batches.empty("preference_pairs"), "preference_pairs")})
     judge = run.roles.judge(run.state["judge_sft_dir"])
     sampled = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=r.judge.sampling.max_new_tokens,
                              seed=r.seed + 1)

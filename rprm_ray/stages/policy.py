@@ -67,6 +67,14 @@ def pass_at_1_stage(run: Run, model_dir: str) -> StageResult:
                        tables={"solutions": (solutions, "solutions")})
 
 
+def iteration_problem_ids(run: Run) -> list[str]:
+    """Every training problem some self-rewarding iteration searches, in iteration order."""
+    ids: list[str] = []
+    for iteration in range(1, run.recipe.loop.iterations + 1):
+        ids.extend(iteration_problems(run, iteration).column("problem_id").to_pylist())
+    return list(dict.fromkeys(ids))
+
+
 def iteration_problems(run: Run, iteration: int) -> pa.Table:
     """A fresh slice of training questions per iteration (answers are never read by the search)."""
     r = run.recipe

@@ -17,40 +17,41 @@ def test_fingerprint_follows_the_rows_not_the_buffers() -> None:
     assert table_fingerprint(changed) != table_fingerprint(table)
 
 
-def test_judge_dpo_samples_come_from_problems_left_out_of_the_judge_sft_data(tmp_path) -> None:
+def _run_with_data(tmp_path, *overrides):
     from pathlib import Path
 
     from rprm_ray.config import load_recipe
     from rprm_ray.loop import Run
-    from rprm_ray.stages import data, judge
+    from rprm_ray.stages import data
 
     recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "tiny_arith.yaml",
-                         [f"run_root={tmp_path}", "task.train_problems=60", "task.eval_problems=5",
-                          "loop.problems_per_iteration=8"])
+                         [f"run_root={tmp_path}", "task.eval_problems=5", *overrides])
     run = Run.open(recipe)
     run.stage(data.DATA, lambda: data.data_stage(run))
-    held = set(judge.judge_dpo_problem_ids(run).to_pylist())
-    assert held == set(data.problems(run, "train").column("problem_id").to_pylist()[:8])
+    return run
+
+
+def test_the_judge_sft_data_leaves_out_the_searched_and_the_judge_dpo_problems(tmp_path) -> None:
+    from rprm_ray.stages import data, judge
+    from rprm_ray.stages.policy import iteration_problem_ids
+
+    run = _run_with_data(tmp_path, "task.train_problems=60", "loop.problems_per_iteration=8", "loop.iterations=2")
+    train = data.problems(run, "train").column("problem_id").to_pylist()
+    assert iteration_problem_ids(run) == train[:16]
+    assert judge.judge_dpo_problem_ids(run) == train[16:24]
     dpo_steps = judge.judge_dpo_steps(run)
-    assert set(dpo_steps.column("problem_id").to_pylist()) == held
+    assert set(dpo_steps.column("problem_id").to_pylist()) == set(train[16:24])
     # Both kinds of steps are there to disagree with.
     assert set(dpo_steps.column("label").to_pylist()) == {True, False}
     sft = judge.judge_seed_stage(run).tables["judge_sft"][0]
     sft_problems = {eid.split("/")[1] for eid in sft.column("example_id").to_pylist()}
-    assert sft_problems and not sft_problems & held
+    assert sft_problems and sft_problems <= set(train[24:])  # the 1:1 balance drops some
 
 
 def test_a_small_training_set_keeps_half_its_problems_for_the_judge_sft(tmp_path) -> None:
-    from pathlib import Path
+    from rprm_ray.stages import judge
 
-    from rprm_ray.config import load_recipe
-    from rprm_ray.loop import Run
-    from rprm_ray.stages import data, judge
-
-    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "tiny_arith.yaml",
-                         [f"run_root={tmp_path}", "task.train_problems=10", "task.eval_problems=5",
-                          "loop.problems_per_iteration=64"])
-    run = Run.open(recipe)
-    run.stage(data.DATA, lambda: data.data_stage(run))
-    assert len(judge.judge_dpo_problem_ids(run)) == 5
+    run = _run_with_data(tmp_path, "task.train_problems=10", "loop.problems_per_iteration=64")
+    assert judge.judge_dpo_problem_ids(run) == []  # every problem is searched
+    assert len(judge.judge_sft_held_out_ids(run)) == 5
     assert judge.judge_seed_stage(run).tables["judge_sft"][0].num_rows > 0
