@@ -52,8 +52,8 @@ def judge_dpo_problem_ids(run: Run) -> list[str]:
 def judge_sft_held_out_ids(run: Run) -> set[str]:
     """Problems whose labeled steps the SFT judge never sees: those the self-rewarding iterations
     search and those its DPO samples come from. A judge trained on the searched problems' reference
-    and labeled steps would hand their ground truth to the search (measured: with it, the search
-    finished 511 of 512 problems; without, 463). At most half of a small training set."""
+    and labeled steps would bring their ground truth into the search, which must use none. At most
+    half of a small training set."""
     train = data.problems(run, "train")
     ordered = list(dict.fromkeys(iteration_problem_ids(run) + judge_dpo_problem_ids(run)))
     return set(ordered[: train.num_rows // 2])
