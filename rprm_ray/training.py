@@ -431,9 +431,9 @@ class DeepSpeedTrainer:
         progress: bool | None = None,
     ) -> dict[str, float]:
         """Sigmoid DPO (beta = trainer_cfg.dpo_beta; DPO-Positive when dpop_lambda > 0) plus
-        dpo_nll_coef x NLL of chosen. Pairs
-        without reference log-probs get them from the current model first. Returns means over
-        all micro batches: loss, reward accuracy, margin, chosen and rejected rewards."""
+        dpo_nll_coef x NLL of chosen. Pairs without reference log-probs get them from the current
+        model first. Returns means over all micro batches: loss, reward accuracy, margin, chosen
+        and rejected rewards."""
         import torch
 
         from rprm_ray.batches import validate

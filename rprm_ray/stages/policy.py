@@ -68,8 +68,11 @@ def pass_at_1_stage(run: Run, model_dir: str) -> StageResult:
 
 
 def iteration_problem_ids(run: Run) -> list[str]:
-    """Every training problem some self-rewarding iteration searches, in iteration order."""
+    """Every training problem some self-rewarding iteration searches, in iteration order (none in
+    `rprm` mode, which runs no iterations)."""
     ids: list[str] = []
+    if run.recipe.loop.mode == "rprm":
+        return ids
     for iteration in range(1, run.recipe.loop.iterations + 1):
         ids.extend(iteration_problems(run, iteration).column("problem_id").to_pylist())
     return list(dict.fromkeys(ids))

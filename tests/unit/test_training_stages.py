@@ -55,3 +55,13 @@ def test_a_small_training_set_keeps_half_its_problems_for_the_judge_sft(tmp_path
     assert judge.judge_dpo_problem_ids(run) == []  # every problem is searched
     assert len(judge.judge_sft_held_out_ids(run)) == 5
     assert judge.judge_seed_stage(run).tables["judge_sft"][0].num_rows > 0
+
+
+def test_rprm_mode_searches_nothing_so_holds_out_only_the_judge_dpo_problems(tmp_path) -> None:
+    from rprm_ray.stages import data, judge
+    from rprm_ray.stages.policy import iteration_problem_ids
+
+    run = _run_with_data(tmp_path, "task.train_problems=60", "loop.problems_per_iteration=8", "loop.mode=rprm")
+    train = data.problems(run, "train").column("problem_id").to_pylist()
+    assert iteration_problem_ids(run) == []
+    assert judge.judge_sft_held_out_ids(run) == set(train[:8])
