@@ -21,21 +21,17 @@ import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from step_dpo_oracle import greedy_pass_at_1  # bench/ is on sys.path when this script runs
 
-from rprm_ray.config import SamplingConfig, load_recipe
+from rprm_ray.config import load_recipe
 from rprm_ray.engines.base import EngineSettings
 from rprm_ray.engines.hf_engine import HFEngine
 from rprm_ray.prompts import get_style
 from rprm_ray.tasks import arith
 
 
-def greedy_pass_at_1(model_dir: Path, style, problems) -> float:
-    engine = HFEngine(model_dir, EngineSettings())
-    outs = engine.generate([style.policy_prompt(p.question) for p in problems], 1,
-                           SamplingConfig(temperature=0.0, top_p=1.0, max_new_tokens=80, seed=0))
-    hits = sum(arith.is_correct_answer(p, style.extract_answer(style.split_steps(o[0].text)))
-               for p, o in zip(problems, outs, strict=True))
-    return 100.0 * hits / len(problems)
+def pass_at_1(model_dir: Path, style, problems) -> float:
+    return greedy_pass_at_1(HFEngine(model_dir, EngineSettings()), style, problems)
 
 
 def main() -> int:
@@ -57,7 +53,7 @@ def main() -> int:
                                                                "eval_problems": args.dev_problems}))
     test_questions = {p.question for p in test}
     dev = [p for p in dev if p.question not in test_questions]
-    base = greedy_pass_at_1(m1, style, dev)
+    base = pass_at_1(m1, style, dev)
     print(f"M1 {m1.name}: dev pass@1 {base:.2f} on {len(dev)} problems; {pairs.num_rows} step pairs from {args.run}")
     print(f"{'lr':>8}{'dpop':>6}{'pass@1':>9}{'vs M1':>8}{'reward acc':>12}")
     for lr in args.lr:
@@ -67,7 +63,7 @@ def main() -> int:
             metrics = trainer.dpo(pairs, epochs=1, lr=lr)  # reference log-probs from M1 itself
             with tempfile.TemporaryDirectory() as out:
                 trainer.save(Path(out))
-                acc = greedy_pass_at_1(Path(out), style, dev)
+                acc = pass_at_1(Path(out), style, dev)
             print(f"{lr:>8.0e}{lam:>6.0f}{acc:>9.2f}{acc - base:>+8.2f}{metrics['reward_accuracy']:>12.2f}", flush=True)
     return 0
 
