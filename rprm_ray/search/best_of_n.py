@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from rprm_ray import batches
-from rprm_ray.config import SearchConfig
+from rprm_ray.config import SamplingConfig, SearchConfig
 from rprm_ray.evaluation.bon import select_majority, select_weighted
 from rprm_ray.prompts import PromptStyle
 from rprm_ray.search.base import (
@@ -77,6 +77,12 @@ def score_solutions(solutions: pa.Table, scorer: StepScorer) -> dict[str, list[f
     return per_solution
 
 
+def solution_sampling(cfg: SearchConfig) -> SamplingConfig:
+    """`search.sampling.max_new_tokens` is a per-step budget (the step-wise strategies stop each
+    call at a step); a whole solution gets room for `max_depth` steps, as the step-wise searches do."""
+    return cfg.sampling.model_copy(update={"max_new_tokens": cfg.sampling.max_new_tokens * cfg.max_depth})
+
+
 def run_best_of_n(
     problems: pa.Table,
     generator: StepGenerator,
@@ -88,10 +94,12 @@ def run_best_of_n(
 ) -> pa.Table:
     """Results table (rprm_ray.search.base.RESULTS_SCHEMA), one row per problem."""
 
+    sampling = solution_sampling(cfg)
+
     def run_chunk(chunk: pa.Table) -> pa.Table:
         states = problem_states(chunk)
         solutions = batches.validate(
-            generator.generate(chunk, cfg.samples_per_prompt, cfg.sampling),
+            generator.generate(chunk, cfg.samples_per_prompt, sampling),
             "solutions",
             where="generator.generate",
         )

@@ -20,9 +20,11 @@ class FixedSolutions:
 
     solutions: dict[str, list[tuple[list[str], str | None]]]
     calls: list[list[str]] = field(default_factory=list)
+    samplings: list[SamplingConfig] = field(default_factory=list)
 
     def generate(self, problems: pa.Table, n: int, sampling: SamplingConfig) -> pa.Table:
         self.calls.append(problems.column("problem_id").to_pylist())
+        self.samplings.append(sampling)
         rows = []
         for row in problems.to_pylist():
             for i, (steps, answer) in enumerate(self.solutions[row["problem_id"]][:n]):
@@ -155,3 +157,13 @@ def test_perfect_scorer_reaches_the_oracle_pass_at_n():
     # the world is hard enough that the pick matters: not every sample is right
     assert not all(first_error(by_id[s["problem_id"]], s["steps"]) == -1 for s in solutions)
     assert accuracy(out) == sum(pass_at_n.values()) / len(pass_at_n)
+
+
+def test_whole_solutions_get_a_step_budget_per_depth_level():
+    # search.sampling.max_new_tokens is per step; one 24-token budget for a whole solution cut the
+    # demo's 3-step solutions short (27% accuracy instead of 77%).
+    gen = FixedSolutions({"p": [(["1+1=2", "A:2"], "2")]})
+    sampling = SamplingConfig(temperature=0.7, top_p=0.9, max_new_tokens=24, seed=3)
+    run_best_of_n(_problems({"p": "2"}), gen, TableScorer({solution_id("p", 0): [1.0, 1.0]}),
+                  search_cfg(samples_per_prompt=1, max_depth=8, sampling=sampling), STYLE)
+    assert gen.samplings == [sampling.model_copy(update={"max_new_tokens": 24 * 8})]
