@@ -35,7 +35,8 @@ def run_pipeline(run: Run) -> None:
         for k in range(1, r.loop.iterations + 1):
             run.stage(f"iter_{k}/search", lambda k=k: policy.self_reward_search_stage(run, k))
             run.stage(f"iter_{k}/step_dpo", lambda k=k: policy.step_dpo_stage(run, k))
-            run.stage(f"iter_{k}/policy_eval", lambda: policy.pass_at_1_stage(run, run.state["policy_dir"]))
+            run.stage(f"iter_{k}/policy_eval",
+                      lambda: policy.pass_at_1_stage(run, run.state["policy_dir"], baseline="iter_0/policy_eval"))
     if mode == "guided":
         run.stage("final/best_of_n", lambda: final.best_of_n_stage(run))
         run.stage("final/beam", lambda: final.beam_stage(run))

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rprm_ray.evaluation.bon import smallest_n_within_budget
 from rprm_ray.manifest import Manifest, write_json_atomic
 
 
@@ -26,6 +27,9 @@ def collect(manifest: Manifest) -> dict[str, Any]:
         out["pass@1_per_iteration"] = {str(k): acc[k] for k in sorted(acc)}
         out["pass@1_M1"] = acc[min(acc)]
         out["pass@1_final"] = acc[max(acc)]
+        last = stages[f"iter_{max(acc)}/policy_eval"]
+        if "vs_baseline" in last:
+            out["pass@1_final_vs_M1"] = last["vs_baseline"]
     judge = {}
     for phase in ("sft", "dpo"):
         m = stages.get(f"iter_0/judge_eval_{phase}")
@@ -113,7 +117,8 @@ def target_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     if "pass@1_M1" in summary and len(summary.get("pass@1_per_iteration", {})) > 1:
         gain = summary["pass@1_final"] - summary["pass@1_M1"]
         check("pass@1 after self-rewarding >= M1 + 3", gain >= 3,
-              f"{summary['pass@1_final']:.1f} vs {summary['pass@1_M1']:.1f} ({gain:+.1f})")
+              f"{summary['pass@1_final']:.1f} vs {summary['pass@1_M1']:.1f} ({gain:+.1f})"
+              + _interval(summary.get("pass@1_final_vs_M1")))
     bon = summary.get("best_of_n")
     if bon and "pass@1_samples" in bon:
         # Pass@1 as the papers print it beside Best-of-N: the mean accuracy of the same samples.
@@ -121,24 +126,32 @@ def target_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         best = bon[f"bon_{bon['best_aggregation']}"][str(n)]
         greedy = f"; greedy {summary['pass@1_final']:.1f}" if "pass@1_final" in summary else ""
         check(f"Best-of-{n} >= pass@1 + 10", best >= bon["pass@1_samples"] + 10,
-              f"{best:.1f} vs pass@1 {bon['pass@1_samples']:.1f} (mean of the {n} samples{greedy})")
+              f"{best:.1f} vs pass@1 {bon['pass@1_samples']:.1f} (mean of the {n} samples{greedy})"
+              + _interval(bon.get("bon_vs_pass@1_samples")))
     beam = summary.get("beam")
     if bon and beam and bon.get("candidate_steps_at_n"):
         # Best-of-n at the smallest n that spends beam search's step budget (within 2%: both
         # generate N candidates per level, so equal settings differ by a step or two).
         how = bon["best_aggregation"]
         per_n = {int(k): v for k, v in bon["candidate_steps_at_n"].items()}
-        fair = [n for n in sorted(per_n) if per_n[n] >= 0.98 * beam["candidate_steps"]]
-        if fair:
-            n = fair[0]
+        n = smallest_n_within_budget(per_n, beam["candidate_steps"])
+        if n is not None:
             best = bon[f"bon_{how}"][str(n)]
             check("beam >= Best-of-N at equal candidate steps", beam["beam_accuracy"] >= best,
                   f"beam {beam['beam_accuracy']:.1f}% ({beam['candidate_steps']} steps) vs Best-of-{n} "
-                  f"{best:.1f}% ({per_n[n]} steps)")
+                  f"{best:.1f}% ({per_n[n]} steps)" + _interval(beam.get("beam_vs_bon")))
         else:
             check("beam >= Best-of-N at equal candidate steps", False,
                   f"beam spent {beam['candidate_steps']} steps, more than Best-of-{max(per_n)} ({per_n[max(per_n)]})")
     return rows
+
+
+def _interval(diff: dict[str, float] | None) -> str:
+    """'; difference +1.2, 95% CI [-1.5, +3.9]' (paired bootstrap over problems), or ''."""
+    if not diff:
+        return ""
+    return (f"; difference {diff['points']:+.1f}, {diff['level']:.0%} CI "
+            f"[{diff['low']:+.1f}, {diff['high']:+.1f}]")
 
 
 def _table(rows: list[tuple[str, str]]) -> str:

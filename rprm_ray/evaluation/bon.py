@@ -89,6 +89,19 @@ def select_majority(answers: Sequence[str | None]) -> int | None:
     return first[winner]
 
 
+def best_pick_correct(p: BonProblem, how: Aggregation, n: int) -> bool:
+    """Whether Best-of-n's pick among the first n candidates is correct."""
+    return p.correct[:n][select_best([aggregate(s, how) for s in p.step_scores[:n]])]
+
+
+def smallest_n_within_budget(steps_at_n: dict[int, int], budget: int, slack: float = 0.02) -> int | None:
+    """The smallest n whose first-n candidates spend at least `budget` generated steps (less
+    `slack`: beam search and Best-of-N at equal settings differ by a step or two); None if even the
+    largest n spends less."""
+    fair = [n for n in sorted(steps_at_n) if steps_at_n[n] >= (1 - slack) * budget]
+    return fair[0] if fair else None
+
+
 @dataclass(frozen=True)
 class BonResult:
     aggregation: str
@@ -139,7 +152,7 @@ def evaluate_best_of_n(
         for p in problems:
             correct = p.correct[:n]
             solution_scores = [aggregate(s, how) for s in p.step_scores[:n]]
-            hits["best"] += correct[select_best(solution_scores)]
+            hits["best"] += best_pick_correct(p, how, n)
             hits["oracle"] += any(correct)
             if with_answers:
                 answers = p.answers[:n]

@@ -45,36 +45,55 @@ def solution_id(problem_id: str, sample_idx: int) -> str:
 
 def score_solutions(solutions: pa.Table, scorer: StepScorer) -> dict[str, list[float | None]]:
     """All steps of all solutions in one judge call -> {solution_id: [score per step]}."""
-    rows = []
-    for sol in solutions.to_pylist():
-        sid = solution_id(sol["problem_id"], sol["sample_idx"])
-        for idx, step in enumerate(sol["steps"]):
-            rows.append(
-                {
-                    "problem_id": sol["problem_id"],
-                    "solution_id": sid,
-                    "step_idx": idx,
-                    "question": sol["question"],
-                    "previous_steps": sol["steps"][:idx],
-                    "now_step": step,
-                    "label": None,
-                }
-            )
-    per_solution: dict[str, list[float | None]] = {
-        solution_id(p, s): []
-        for p, s in zip(
-            solutions.column("problem_id").to_pylist(),
-            solutions.column("sample_idx").to_pylist(),
+    return scores_by_solution(solutions, judge_solution_steps(solutions, scorer))
+
+
+def judge_solution_steps(solutions: pa.Table, scorer: StepScorer) -> pa.Table:
+    """The judge's `step_scores` table for every step of every solution (one judge call)."""
+    rows = [
+        {
+            "problem_id": sol["problem_id"],
+            "solution_id": solution_id(sol["problem_id"], sol["sample_idx"]),
+            "step_idx": idx,
+            "question": sol["question"],
+            "previous_steps": sol["steps"][:idx],
+            "now_step": step,
+            "label": None,
+        }
+        for sol in solutions.to_pylist()
+        for idx, step in enumerate(sol["steps"])
+    ]
+    if not rows:
+        return batches.empty("step_scores")
+    labeled = batches.from_rows(rows, "labeled_steps")
+    answer = scorer.score_steps(labeled)
+    step_scores = batches.validate(answer[1] if isinstance(answer, tuple) else answer, "step_scores",
+                                   where="judge.score_steps")
+    read_step_scores(step_scores, labeled)  # every asked step answered, or the judge's error is named
+    return step_scores
+
+
+def scores_by_solution(solutions: pa.Table, step_scores: pa.Table) -> dict[str, list[float | None]]:
+    """{solution_id: [score per step]} for every solution, from a `step_scores` table."""
+    by_key = {
+        (sid, idx): score
+        for sid, idx, score in zip(
+            step_scores.column("solution_id").to_pylist(),
+            step_scores.column("step_idx").to_pylist(),
+            step_scores.column("score").to_pylist(),
             strict=True,
         )
     }
-    if not rows:
-        return per_solution
-    labeled = batches.from_rows(rows, "labeled_steps")
-    scores = read_step_scores(scorer.score_steps(labeled), labeled)
-    for row in rows:
-        per_solution[row["solution_id"]].append(scores[(row["solution_id"], row["step_idx"])])
-    return per_solution
+    out: dict[str, list[float | None]] = {}
+    for pid, sample_idx, steps in zip(
+        solutions.column("problem_id").to_pylist(),
+        solutions.column("sample_idx").to_pylist(),
+        solutions.column("steps").to_pylist(),
+        strict=True,
+    ):
+        sid = solution_id(pid, sample_idx)
+        out[sid] = [by_key[(sid, idx)] for idx in range(len(steps))]
+    return out
 
 
 def solution_sampling(cfg: SearchConfig) -> SamplingConfig:

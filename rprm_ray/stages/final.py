@@ -3,9 +3,17 @@ beam search at the same number of generated candidate steps, on held-out problem
 
 from __future__ import annotations
 
-from rprm_ray.evaluation.bon import BonProblem, evaluate_best_of_n
-from rprm_ray.loop import Run, StageResult
-from rprm_ray.search.best_of_n import score_solutions, solution_id
+import pyarrow as pa
+
+from rprm_ray.evaluation.bon import (
+    BonProblem,
+    best_pick_correct,
+    evaluate_best_of_n,
+    smallest_n_within_budget,
+)
+from rprm_ray.evaluation.stats import paired_difference
+from rprm_ray.loop import Run, RunError, StageResult
+from rprm_ray.search.best_of_n import judge_solution_steps, scores_by_solution, solution_id
 from rprm_ray.stages.policy import eval_problems, grade_solutions, solution_sampling
 
 AGGREGATIONS = ("min", "last", "prod", "mean")
@@ -21,22 +29,15 @@ def best_of_n_stage(run: Run) -> StageResult:
     judge = run.roles.judge(run.state["judge_dir"])
     solutions = generator.generate(problems, n=n_max, sampling=solution_sampling(run, r.search.sampling.temperature, 7))
     solutions = grade_solutions(run, solutions, problems)
-    scores = score_solutions(solutions, judge)
-    by_problem: dict[str, list[dict]] = {}
-    for sol in sorted(solutions.to_pylist(), key=lambda s: (s["problem_id"], s["sample_idx"])):
-        by_problem.setdefault(sol["problem_id"], []).append(sol)
-    bon_problems = [
-        BonProblem(id=pid, step_scores=[scores[solution_id(pid, s["sample_idx"])] for s in sols],
-                   correct=[bool(s["correct"]) for s in sols], answers=[s["answer"] for s in sols])
-        for pid, sols in by_problem.items()
-    ]
+    step_scores = judge_solution_steps(solutions, judge)
+    bon_problems = best_of_n_problems(solutions, step_scores)
     ns = sorted(set(r.evaluation.bon_samples_per_prompt))
-    metrics: dict = {"ns": ns, "problems": len(by_problem),
-                     "candidate_steps": sum(len(s["steps"]) for s in solutions.to_pylist()),
+    metrics: dict = {"ns": ns, "problems": len(bon_problems),
+                     "candidate_steps": sum(len(s) for s in solutions.column("steps").to_pylist()),
                      # Steps generated for the first n samples of each problem: the budget that
-                     # Best-of-n spends, read against beam search's at equal cost.
-                     "candidate_steps_at_n": {str(n): sum(len(s["steps"]) for sols in by_problem.values()
-                                                          for s in sols[:n]) for n in ns}}
+                     # Best-of-n spends, read against beam search's at equal cost (one score per step).
+                     "candidate_steps_at_n": {str(n): sum(len(s) for p in bon_problems for s in p.step_scores[:n])
+                                              for n in ns}}
     for how in AGGREGATIONS:
         res = evaluate_best_of_n(bon_problems, how, ns)
         metrics[f"bon_{how}"] = {str(n): res.best_of_n[n] for n in ns}
@@ -50,7 +51,24 @@ def best_of_n_stage(run: Run) -> StageResult:
     # temperature samples, over all n_max of them (lower variance than the first sample alone).
     metrics["pass@1_samples"] = 100.0 * sum(p.correct.count(True) for p in bon_problems) / max(
         1, sum(len(p.correct) for p in bon_problems))
-    return StageResult(metrics=metrics, tables={"solutions": (solutions, "solutions")})
+    metrics["bon_vs_pass@1_samples"] = paired_difference(
+        [best_pick_correct(p, best_how, n_max) for p in bon_problems],
+        [p.correct.count(True) / len(p.correct) for p in bon_problems]).as_dict()
+    return StageResult(metrics=metrics, tables={"solutions": (solutions, "solutions"),
+                                                "step_scores": (step_scores, "step_scores")})
+
+
+def best_of_n_problems(solutions: pa.Table, step_scores: pa.Table) -> list[BonProblem]:
+    """Scored candidates per problem, in sample order (graded `solutions` + the judge's scores)."""
+    scores = scores_by_solution(solutions, step_scores)
+    by_problem: dict[str, list[dict]] = {}
+    for sol in sorted(solutions.to_pylist(), key=lambda s: (s["problem_id"], s["sample_idx"])):
+        by_problem.setdefault(sol["problem_id"], []).append(sol)
+    return [
+        BonProblem(id=pid, step_scores=[scores[solution_id(pid, s["sample_idx"])] for s in sols],
+                   correct=[bool(s["correct"]) for s in sols], answers=[s["answer"] for s in sols])
+        for pid, sols in by_problem.items()
+    ]
 
 
 def beam_stage(run: Run) -> StageResult:
@@ -65,10 +83,30 @@ def beam_stage(run: Run) -> StageResult:
     results = run_beam(problems, generator, judge, cfg, run.task.style, grade=run.task.grade)
     rows = results.to_pylist()
     correct = sum(bool(x["correct"]) for x in rows)
-    return StageResult(
-        metrics={"beam_accuracy": 100.0 * correct / max(1, len(rows)), "problems": len(rows),
-                 "candidate_steps": sum(x["candidate_steps"] for x in rows),
-                 "beams": cfg.samples_per_prompt, "beam_width": cfg.beam_width},
-        tables={"results": (results, "search_results")},
-    )
+    metrics = {"beam_accuracy": 100.0 * correct / max(1, len(rows)), "problems": len(rows),
+               "candidate_steps": sum(x["candidate_steps"] for x in rows),
+               "beams": cfg.samples_per_prompt, "beam_width": cfg.beam_width}
+    vs_bon = beam_vs_best_of_n(run, {x["problem_id"]: bool(x["correct"]) for x in rows}, metrics["candidate_steps"])
+    if vs_bon is not None:
+        metrics["beam_vs_bon"] = vs_bon
+    return StageResult(metrics=metrics, tables={"results": (results, "search_results")})
+
+
+def beam_vs_best_of_n(run: Run, beam_correct: dict[str, bool], beam_steps: int) -> dict | None:
+    """Beam minus Best-of-n (best aggregation) at the smallest n spending beam's step budget, problem
+    by problem, with its bootstrap interval; None when Best-of-N never spent as much or its scores
+    were not kept (a run started before they were)."""
+    bon = run.manifest.stage("final/best_of_n")["metrics"]
+    n = smallest_n_within_budget({int(k): v for k, v in bon["candidate_steps_at_n"].items()}, beam_steps)
+    try:
+        problems = best_of_n_problems(run.table("final/best_of_n", "solutions", "solutions"),
+                                      run.table("final/best_of_n", "step_scores", "step_scores"))
+    except RunError:
+        return None
+    if n is None:
+        return None
+    problems = [p for p in problems if p.id in beam_correct]
+    diff = paired_difference([beam_correct[p.id] for p in problems],
+                             [best_pick_correct(p, bon["best_aggregation"], n) for p in problems])
+    return {**diff.as_dict(), "n": n}
 

@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from rprm_ray import batches
 from rprm_ray.config import SamplingConfig, SearchConfig
+from rprm_ray.evaluation.stats import paired_difference
 from rprm_ray.loop import Run, StageResult
 from rprm_ray.stages import data
 from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, train_dpo
@@ -56,15 +57,28 @@ def grade_solutions(run: Run, solutions: pa.Table, problems: pa.Table) -> pa.Tab
     return batches.from_rows(rows, "solutions")
 
 
-def pass_at_1_stage(run: Run, model_dir: str) -> StageResult:
-    """Greedy pass@1 on held-out problems (the PSRLM papers' main metric)."""
+def pass_at_1_stage(run: Run, model_dir: str, baseline: str | None = None) -> StageResult:
+    """Greedy pass@1 on held-out problems (the PSRLM papers' main metric). With `baseline` (an
+    earlier pass@1 stage, e.g. M1's), also the difference from it problem by problem, with its
+    bootstrap interval."""
     problems = eval_problems(run)
     solutions = run.roles.generator(model_dir).generate(problems, n=1, sampling=solution_sampling(run, 0.0))
     solutions = grade_solutions(run, solutions, problems)
-    correct = sum(bool(c) for c in solutions.column("correct").to_pylist())
-    return StageResult(metrics={"pass@1": 100.0 * correct / max(1, problems.num_rows),
-                                "problems": problems.num_rows},
-                       tables={"solutions": (solutions, "solutions")})
+    correct = _correct_by_problem(solutions)
+    metrics: dict = {"pass@1": 100.0 * sum(correct.values()) / max(1, problems.num_rows),
+                     "problems": problems.num_rows}
+    if baseline is not None:
+        before = _correct_by_problem(run.table(baseline, "solutions", "solutions"))
+        shared = [pid for pid in correct if pid in before]
+        metrics["vs_baseline"] = {**paired_difference([correct[p] for p in shared],
+                                                      [before[p] for p in shared]).as_dict(),
+                                  "baseline": baseline}
+    return StageResult(metrics=metrics, tables={"solutions": (solutions, "solutions")})
+
+
+def _correct_by_problem(solutions: pa.Table) -> dict[str, bool]:
+    return {pid: bool(c) for pid, c in zip(solutions.column("problem_id").to_pylist(),
+                                           solutions.column("correct").to_pylist(), strict=True)}
 
 
 def iteration_problem_ids(run: Run) -> list[str]:

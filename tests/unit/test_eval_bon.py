@@ -2,12 +2,14 @@ import pytest
 
 from rprm_ray.evaluation.bon import (
     BonProblem,
+    best_pick_correct,
     canonical_answer,
     default_ns,
     evaluate_best_of_n,
     select_best,
     select_majority,
     select_weighted,
+    smallest_n_within_budget,
 )
 
 # P1: solution scores by aggregation: c0 min .2 last .2 mean .55 prod .18; c1 min .6 last .7 mean .65
@@ -64,3 +66,18 @@ def test_without_answers_only_best_of_n_and_oracle():
 def test_mismatched_lengths_rejected():
     with pytest.raises(ValueError, match="problem 'x': 1 scored candidates, 2 labels"):
         evaluate_best_of_n([BonProblem("x", [[0.1]], [False, True])], "min")
+
+
+def test_best_pick_per_problem_by_aggregation_and_n():
+    # P1: min picks c1 (correct), last picks c1, mean picks c2 (wrong); at n=1 only c0 (wrong).
+    assert best_pick_correct(P1, "min", 3) and best_pick_correct(P1, "last", 3)
+    assert not best_pick_correct(P1, "mean", 3)
+    assert not best_pick_correct(P1, "min", 1)
+    assert best_pick_correct(P2, "min", 2)  # the unscored c0 ranks last
+
+
+def test_smallest_n_within_budget_allows_two_percent_less():
+    steps = {1: 400, 4: 1600, 8: 3200}
+    assert smallest_n_within_budget(steps, 900) == 4
+    assert smallest_n_within_budget(steps, 3260) == 8  # 3200 >= 0.98 * 3260
+    assert smallest_n_within_budget(steps, 3300) is None

@@ -77,3 +77,17 @@ def test_headline_rows_name_every_phase() -> None:
     names = [name for name, _ in report.headline_rows(summary())]
     assert names[:2] == ["policy pass@1, M1 (after SFT)", "policy pass@1, final iteration"]
     assert "beam search (N=8, M=4)" in names and "Best-of-8 (min)" in names
+
+
+def test_targets_carry_the_paired_interval_of_their_difference() -> None:
+    s = summary(beam_steps=3220, beam_acc=76.0)
+    s["pass@1_final_vs_M1"] = {"points": 4.5, "low": 1.25, "high": 7.75, "level": 0.95, "problems": 400}
+    s["best_of_n"]["bon_vs_pass@1_samples"] = {"points": 15.0, "low": 12.0, "high": 18.0, "level": 0.95,
+                                               "problems": 400}
+    s["beam"]["beam_vs_bon"] = {"points": 0.0, "low": -3.0, "high": 3.0, "level": 0.95, "problems": 400, "n": 8}
+    rows = dict(report.target_rows(s))
+    assert rows["pass@1 after self-rewarding >= M1 + 3"] == (
+        "met: 64.5 vs 60.0 (+4.5); difference +4.5, 95% CI [+1.2, +7.8]")
+    assert rows["Best-of-8 >= pass@1 + 10"].endswith("greedy 64.5); difference +15.0, 95% CI [+12.0, +18.0]")
+    assert rows["beam >= Best-of-N at equal candidate steps"] == (
+        "met: beam 76.0% (3220 steps) vs Best-of-8 76.0% (3200 steps); difference +0.0, 95% CI [-3.0, +3.0]")
