@@ -283,6 +283,9 @@ class LoopConfig(_Strict):
     problems_per_iteration: int = Field(256, ge=1)
     max_steps_per_solution: int = Field(20, ge=1)  # PSRLM's cap (also bounds rollbacks)
     rollback_on_tie: bool = True
+    # Guided mode: a step pair needs best score - worst score >= this. 0 pairs any difference (the
+    # papers); the tiny judge's P(Yes) is nearly binary, so a gap of 0.00001 is two accepted steps.
+    step_pair_min_margin: float = Field(0.0, ge=0.0, le=1.0)
     # Peak lr of the policy's step-wise DPO; null: trainer.dpo_lr (which the judge's DPO uses).
     step_dpo_lr: float | None = Field(None, gt=0)
 

@@ -11,6 +11,8 @@ The whole batch advances together: one generator call and one judge call per lev
 
 from __future__ import annotations
 
+from functools import partial
+
 import pyarrow as pa
 
 from rprm_ray.config import SearchConfig
@@ -51,14 +53,20 @@ def greedy_search(
     style: PromptStyle,
     *,
     rollback_on_tie: bool = False,
+    min_pair_margin: float = 0.0,
     grade: Grader = exact_match,
 ) -> tuple[pa.Table, pa.Table]:
     """Results table plus step-level `preference_pairs` (kind "step"): at each kept step, the
-    best-scored candidate against the worst, when their scores differ. With `rollback_on_tie`, a
-    level whose candidates all scored the same discards the previous step and its pair (max_depth
-    bounds the iterations, rollbacks included)."""
+    best-scored candidate against the worst, when their scores differ (by at least
+    `min_pair_margin`). With `rollback_on_tie`, a level whose candidates all scored the same
+    discards the previous step and its pair (max_depth bounds the iterations, rollbacks included)."""
+    strategy = StepwiseStrategy(
+        name="greedy",
+        level_tag="d",
+        choose=partial(_choose_by_score, min_pair_margin=min_pair_margin),
+    )
     return stepwise_search(
-        _GREEDY, problems, generator, judge, cfg, style, rollback_on_tie=rollback_on_tie, grade=grade
+        strategy, problems, generator, judge, cfg, style, rollback_on_tie=rollback_on_tie, grade=grade
     )
 
 
@@ -68,9 +76,10 @@ def _choose_by_score(
     per_problem: dict[str, list[dict]],
     states: dict[str, ProblemState],
     problem_of: dict[str, str],
+    min_pair_margin: float = 0.0,
 ) -> dict[str, StepChoice]:
     """Score every kept candidate in one judge call; per problem keep the best (ties -> the
-    first) and pair it with the worst when their scores differ."""
+    first) and pair it with the worst when their scores differ by at least `min_pair_margin`."""
     scores = score_candidates(judge, [r for rows in per_problem.values() for r in rows])
     choices = {}
     for pid, rows in per_problem.items():
@@ -78,7 +87,8 @@ def _choose_by_score(
         values = [scores[candidate_key(r)] for r in rows]
         best = argmax_first(values)
         worst = _worst_scored(values)
-        differ = worst is not None and values[best] != values[worst]
+        gap = values[best] - values[worst] if worst is not None else 0.0
+        differ = gap > 0 and gap >= min_pair_margin
         choices[pid] = StepChoice(
             best=rows[best],
             score=values[best],
@@ -94,5 +104,3 @@ def _worst_scored(values: list[float | None]) -> int | None:
     scored = [i for i, v in enumerate(values) if v is not None]
     return min(scored, key=lambda i: (values[i], i)) if scored else None
 
-
-_GREEDY = StepwiseStrategy(name="greedy", level_tag="d", choose=_choose_by_score)

@@ -125,7 +125,8 @@ def self_reward_search_stage(run: Run, iteration: int) -> StageResult:
         from rprm_ray.search.greedy import greedy_search
 
         results, step_pairs = greedy_search(problems, generator, run.roles.judge(run.state["judge_dir"]), cfg,
-                                            style, rollback_on_tie=r.loop.rollback_on_tie)
+                                            style, rollback_on_tie=r.loop.rollback_on_tie,
+                                            min_pair_margin=r.loop.step_pair_min_margin)
     else:
         from rprm_ray.search.self_judged import self_judged_search
 

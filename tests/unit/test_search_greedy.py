@@ -88,6 +88,32 @@ def test_greedy_search_records_best_worst_pairs_by_score():
         assert first_error(p, [*prefix, pair["rejected"].strip()]) == len(prefix)
 
 
+class _Squashed:
+    """Oracle scores squashed into [0.4, 0.6]: wrong steps 0.4, right ones 0.6, except that a
+    right step after the first one scores 0.45 (a gap too small to trust)."""
+
+    def __init__(self, problems):
+        self.oracle = OracleScorer(problems)
+
+    def score_steps(self, labeled_steps):
+        scored = self.oracle.score_steps(labeled_steps).to_pylist()
+        for row, step in zip(scored, labeled_steps.to_pylist(), strict=True):
+            row["score"] = 0.4 if row["score"] == 0.0 else (0.45 if step["previous_steps"] else 0.6)
+        return batches.from_rows(scored, "step_scores")
+
+
+def test_step_pairs_need_the_minimum_score_gap():
+    _, table, gen = world(6, p_correct=0.3, guarantee_correct=True)
+    _, every = greedy_search(table, gen, _Squashed(gen.problems), search_cfg(candidates_per_step=4), STYLE)
+    _, table, gen = world(6, p_correct=0.3, guarantee_correct=True)
+    _, wide = greedy_search(table, gen, _Squashed(gen.problems), search_cfg(candidates_per_step=4), STYLE,
+                            min_pair_margin=0.1)
+    # Gaps of 0.2 (first steps) pass a 0.1 margin; gaps of 0.05 (later steps) do not.
+    assert wide.num_rows > 0
+    assert all(STYLE.split_steps(p["prompt"])[1:] == [] for p in wide.to_pylist())
+    assert every.num_rows > wide.num_rows
+
+
 def test_greedy_search_rolls_back_on_ties_within_max_depth():
     problems, table, gen = world(3, p_correct=0.3, guarantee_correct=True)
     out, pairs = greedy_search(
