@@ -10,8 +10,10 @@ beam minus Best-of-N pooled over the seeds.
     .venv/bin/python bench/beam_vs_bon.py --run runs/<name> [--seeds 0 1 2] [--aggregation prod]
 
 Measured (2-core CPU, the committed demo recipe's run `final3`, Best-of-8 with prod, beam N=8 M=4
-with min): Best-of-8 74.50 / 74.25 / 75.00 and beam 74.25 / - / 75.50 at seeds 0 / 1 / 2 (the
-demo's own Best-of-N stage drew 77.0 at its seed).
+with min): `--seeds 0 1` printed Best-of-8 74.50 / 74.25, beam 74.25 / 76.50, beam - Best-of-N
++1.0 points, 95% CI [-0.8, +2.8] (6.5 min); seed 2 (same functions, another script) gave 75.00 /
+75.50. The demo's own Best-of-N stage drew 77.0 at its seed. The pooled interval treats each
+(seed, problem) draw as one unit.
 """
 
 from __future__ import annotations
