@@ -26,12 +26,8 @@ from pathlib import Path
 from rprm_ray.config import load_recipe
 from rprm_ray.evaluation.stats import paired_difference
 from rprm_ray.search import run_beam, run_best_of_n
+from rprm_ray.stages.policy import correct_by_problem
 from rprm_ray.tasks import make_task
-
-
-def correct_by_problem(results) -> dict[str, bool]:
-    return dict(zip(results.column("problem_id").to_pylist(),
-                    (bool(c) for c in results.column("correct").to_pylist()), strict=True))
 
 
 def main() -> int:

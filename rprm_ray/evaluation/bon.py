@@ -152,7 +152,7 @@ def evaluate_best_of_n(
         for p in problems:
             correct = p.correct[:n]
             solution_scores = [aggregate(s, how) for s in p.step_scores[:n]]
-            hits["best"] += best_pick_correct(p, how, n)
+            hits["best"] += correct[select_best(solution_scores)]
             hits["oracle"] += any(correct)
             if with_answers:
                 answers = p.answers[:n]

@@ -98,12 +98,12 @@ def beam_vs_best_of_n(run: Run, beam_correct: dict[str, bool], beam_steps: int) 
     were not kept (a run started before they were)."""
     bon = run.manifest.stage("final/best_of_n")["metrics"]
     n = smallest_n_within_budget({int(k): v for k, v in bon["candidate_steps_at_n"].items()}, beam_steps)
+    if n is None:
+        return None
     try:
         problems = best_of_n_problems(run.table("final/best_of_n", "solutions", "solutions"),
                                       run.table("final/best_of_n", "step_scores", "step_scores"))
     except RunError:
-        return None
-    if n is None:
         return None
     problems = [p for p in problems if p.id in beam_correct]
     diff = paired_difference([beam_correct[p.id] for p in problems],

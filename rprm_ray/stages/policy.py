@@ -64,11 +64,11 @@ def pass_at_1_stage(run: Run, model_dir: str, baseline: str | None = None) -> St
     problems = eval_problems(run)
     solutions = run.roles.generator(model_dir).generate(problems, n=1, sampling=solution_sampling(run, 0.0))
     solutions = grade_solutions(run, solutions, problems)
-    correct = _correct_by_problem(solutions)
+    correct = correct_by_problem(solutions)
     metrics: dict = {"pass@1": 100.0 * sum(correct.values()) / max(1, problems.num_rows),
                      "problems": problems.num_rows}
     if baseline is not None:
-        before = _correct_by_problem(run.table(baseline, "solutions", "solutions"))
+        before = correct_by_problem(run.table(baseline, "solutions", "solutions"))
         shared = [pid for pid in correct if pid in before]
         metrics["vs_baseline"] = {**paired_difference([correct[p] for p in shared],
                                                       [before[p] for p in shared]).as_dict(),
@@ -76,7 +76,8 @@ def pass_at_1_stage(run: Run, model_dir: str, baseline: str | None = None) -> St
     return StageResult(metrics=metrics, tables={"solutions": (solutions, "solutions")})
 
 
-def _correct_by_problem(solutions: pa.Table) -> dict[str, bool]:
+def correct_by_problem(solutions: pa.Table) -> dict[str, bool]:
+    """{problem_id: correct} of a graded table with one row per problem (`solutions` or search results)."""
     return {pid: bool(c) for pid, c in zip(solutions.column("problem_id").to_pylist(),
                                            solutions.column("correct").to_pylist(), strict=True)}
 
