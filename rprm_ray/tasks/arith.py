@@ -464,6 +464,53 @@ def aligned_pairs(expected: str, claimed: str) -> str:
     return " ".join(f"{a}{b}{'=' if a == b else 'x'}" for a, b in pairs)
 
 
+def worked_digits(a: int, op: str, b: int) -> str | None:
+    """`a op b` worked from the units digit up: each result digit followed by the carry (or
+    borrow) it passes on. `worked_digits(122, "-", 65) == "71 51 00"` (57) and
+    `worked_digits(186, "*", 7) == "24 06 31"` (1302: the last carry leads). A difference below
+    zero is worked as `b - a`. None for negative operands or a product without a one-digit factor."""
+    if a < 0 or b < 0:
+        return None
+    if op == "*":
+        a, b = (b, a) if b > 9 else (a, b)
+        if b > 9:
+            return None
+        out, carry = [], 0
+        for digit in reversed(str(a)):
+            carry, d = divmod(int(digit) * b + carry, 10)
+            out.append(f"{d}{carry}")
+        return " ".join(out)
+    if op == "-" and a < b:
+        a, b = b, a
+    width = max(len(str(a)), len(str(b)))
+    out, carry = [], 0
+    for x, y in zip(str(a)[::-1].ljust(width, "0"), str(b)[::-1].ljust(width, "0"), strict=True):
+        if op == "+":
+            carry, d = divmod(int(x) + int(y) + carry, 10)
+        else:
+            d = int(x) - int(y) - carry
+            carry, d = (1, d + 10) if d < 0 else (0, d)
+        out.append(f"{d}{carry}")
+    return " ".join(out)
+
+
+def worked_step(step: str) -> str:
+    """The judge's R line for an operation step: operands, the digit-by-digit work, `>`, then the
+    result (`122-65=71 51 00>57`); any other step as it is. The result is the one given, so a
+    critique that miscomputes (agree=False) states its wrong result after the right work."""
+    m = _STEP_RE.match(step.strip())
+    if not m:
+        return step
+    work = worked_digits(int(m.group(1)), m.group(2), int(m.group(3)))
+    return step if work is None else f"{m.group(1)}{m.group(2)}{m.group(3)}={work}>{m.group(4)}"
+
+
+def unworked_step(r_line: str) -> str:
+    """The step an R line states, without its work: `unworked_step("122-65=71 51 00>57") ==
+    "122-65=57"` (the inverse of `worked_step`; other lines unchanged)."""
+    return re.sub(r"=[^=>]*>", "=", r_line.strip(), count=1)
+
+
 def _critique(r_step: str, now_step: str, exp_left: str, exp_result: str, claimed: tuple[str, str],
               verdict: str) -> str:
     # Why this shape (measured with 0.5M-parameter judges): with `C:124|124 116|611` and the
@@ -474,8 +521,12 @@ def _critique(r_step: str, now_step: str, exp_left: str, exp_result: str, claime
     # asks "is there an x", and the verdict line copies V.
     # The `N:` line is not written by the judge: the judging loop inserts it after the judge's R
     # line (STYLE.recompute_first), so R is computed without the claimed step in view.
+    # The R line works an operation digit by digit (`worked_step`): written in one go, the judge's
+    # results were right at 43% of the states where the policy's greedy step was wrong (the policy
+    # and the judge fail on the same sums); worked, at 98% (measured on 1,024 training problems).
     pairs = f"{aligned_pairs(exp_left, claimed[0])}|{aligned_pairs(exp_result, claimed[1])}"
-    return f"R:{r_step}\n{STYLE.shown_step(now_step)}C:{pairs}\nV:{verdict[0]}\n{verdict_line(verdict)}"
+    return (f"R:{worked_step(r_step)}\n{STYLE.shown_step(now_step)}C:{pairs}\nV:{verdict[0]}\n"
+            f"{verdict_line(verdict)}")
 
 
 def teacher_verdict(question: str, previous_steps: list[str], now_step: str) -> str:
