@@ -10,10 +10,16 @@ judge's rejections that hit a wrong step (the precision of "the judge says no").
 
     .venv/bin/python bench/judge_vs_policy_steps.py --run runs/<name> [--problems 1024]
 
+(from the directory the run was started in: the manifest's model paths are relative to it)
+
 Measured (2-core CPU; M1 73.75 of run `s5`; the 1,024 problems its iterations searched; 3,239
 states, 185 of them wrong greedy steps):
-    judge with R written in one go (run s5):  R right at 94% of right states, 43% of wrong ones
-    judge with the worked R line (same data):  R right at 94% of right states, 98% of wrong ones
+    judge with R written in one go (run s5):  R right at 93.7% of right states, 42.7% of wrong ones
+    judge with the worked R line (run w2, `--run runs/w2` printed):
+         policy step  states  judge R right  verdict right
+               right    3054          93.8%          93.7%
+               wrong     185          98.4%         100.0%
+        judge said No 377 times; 185 of them at a wrong step (precision 49.1%)
 With the worked line the judge's search pairs of those problems had 88% of chosen steps right and
 3% of rejected ones right (65% / 16% before), and step DPO on them lifted M1 by 3.0 points.
 """
