@@ -45,13 +45,11 @@ def r_line(critique: str) -> str | None:
     return None if line is None else arith.unworked_step(line[2:])
 
 
-def searched_problems(run: Path, limit: int) -> list[arith.ArithProblem]:
-    recipe = load_recipe(run / "recipe.yaml", [])
-    train, _ = arith.make_splits(recipe.task)
+def searched_problems(run: Path, task_cfg, limit: int) -> list[arith.ArithProblem]:
+    train, _ = arith.make_splits(task_cfg)
     by_id = {p.problem_id: p for p in train}
-    ids: list[str] = []
-    for results in sorted(run.glob("iter_*/search/search_results.parquet")):
-        ids += [i for i in pq.read_table(results).column("problem_id").to_pylist() if i not in ids]
+    ids = list(dict.fromkeys(i for results in sorted(run.glob("iter_*/search/search_results.parquet"))
+                             for i in pq.read_table(results).column("problem_id").to_pylist()))
     if not ids:
         raise SystemExit(f"{run}: no iter_*/search/search_results.parquet (run the iterations first)")
     return [by_id[i] for i in ids[:limit]]
@@ -68,7 +66,7 @@ def main() -> int:
         raise SystemExit("judge_vs_policy_steps: needs the embedded world (task.kind: arith) for step labels")
     style = get_style(recipe.models.prompt_style)
     state = json.loads((args.run / "manifest.json").read_text())["state"]
-    problems = searched_problems(args.run, args.problems)
+    problems = searched_problems(args.run, recipe.task, args.problems)
     policy = make_engine(state["m1_dir"], "vllm", recipe.generator)
     outs = policy.generate([style.policy_prompt(p.question) for p in problems], 1,
                            SamplingConfig(temperature=0.0, top_p=1.0, max_new_tokens=80, seed=0))
