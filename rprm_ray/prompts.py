@@ -112,10 +112,10 @@ class CompactStyle(PromptStyle):
                `R:<expected step>\\nN:<now step>\\nC:<digit pairs with =/x marks>\\nV:<Y|N>\\n
                <verdict line>` (e.g. `R:A:116\\nN:A:611\\nC:AA=|16x 11= 61x\\nV:N\\n...`;
                arith.aligned_pairs; an operation's R works its result digit by digit first,
-               `R:62*3=60 81>186`, arith.worked_step). The judge writes R before it is shown N
-               (`recompute_first`): with N in the prompt, 0.5M-parameter judges copied the
-               claimed step into R for 304 of 326 wrong steps of the policy's own
-               (ARCHITECTURE.md §2, README).
+               `R:62*3=2*3=06+0=60 6*3=18+0=81>186`, arith.worked_step). The judge writes R
+               before it is shown N (`recompute_first`): with N in the prompt, 0.5M-parameter
+               judges copied the claimed step into R for 304 of 326 wrong steps of the policy's
+               own (ARCHITECTURE.md §2, README).
     pairwise:  `Q:<q>\\nP:<step>\\n...a:<step A>\\nb:<step B>\\n`; the judgment that follows is
                `R:<expected step>\\nCa:<A's marked pairs>\\nCb:<B's marked pairs>\\n[[A]]`
     """

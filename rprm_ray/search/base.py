@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from rprm_ray import batches
 from rprm_ray.config import SamplingConfig
+from rprm_ray.engines.base import prompt_seed
 from rprm_ray.evaluation.bon import canonical_answer, select_best
 from rprm_ray.prompts import PromptStyle
 from rprm_ray.scoring import aggregate
@@ -186,6 +187,18 @@ def expand_prefixes(
             )
     rows.sort(key=lambda r: (r["prefix_id"], r["candidate_id"]))
     return rows
+
+
+def level_sampling(sampling: SamplingConfig, level: int) -> SamplingConfig:
+    """`sampling` for one depth level of a step-by-step search (level 0: unchanged).
+
+    Engines seed a prompt's samples from (seed, prompt text) alone, so a prefix expanded again
+    at a later level (after a rollback, or the bare question after a tie at the first step)
+    would draw the very same candidates and the search could only repeat itself. A seed per
+    level draws new ones and still leaves results independent of batching."""
+    if level == 0 or sampling.seed is None:
+        return sampling
+    return sampling.model_copy(update={"seed": prompt_seed(sampling.seed, f"level {level}")})
 
 
 def keep_candidates(rows: list[dict], problem_of: dict[str, str], filter_duplicates: bool) -> list[dict]:

@@ -130,7 +130,7 @@ def _beam_chunk(
             (completed[pid] if child.finished else children[pid]).append(child)
         # Prompts with N completions stop; the others keep their top N/M open beams. As in
         # search-and-learn, fewer survivors are repeated to fill the N/M slots, so every level
-        # samples N steps per prompt (the generator must vary samples by prefix_id).
+        # samples N steps per prompt (engines draw n x count samples for a prompt sent count times).
         survivors = {
             pid: _ranked(beams)[:keep] for pid, beams in children.items() if beams and len(completed[pid]) < n
         }

@@ -1,7 +1,8 @@
 """The step-by-step search loop that greedy (R-PRM scores) and self-judged (PSRLM pairwise wins)
 search share: at each level, sample w candidate next steps for every open problem, let the
 strategy pick one per problem, append it (or roll back on a tie), stop at a final step or after
-max_depth levels. Rollbacks use a level too, so max_depth bounds the loop. A level where every
+max_depth levels. Rollbacks use a level too, so max_depth bounds the loop; each level samples with
+its own seed (base.level_sampling), so a prefix expanded again after a rollback draws new steps. A level where every
 candidate was dropped (blank) still uses one unit of depth, as in the paper's script.
 
 What differs between strategies is only how a level is judged: a `ChooseSteps` function makes
@@ -26,6 +27,7 @@ from rprm_ray.search.base import (
     StepGenerator,
     expand_prefixes,
     keep_candidates,
+    level_sampling,
     problem_states,
     result_row,
     results_table,
@@ -149,7 +151,8 @@ class _Search:
                 }
             )
         cfg = self.cfg
-        candidates = expand_prefixes(self.generator, prefix_rows, cfg.candidates_per_step, cfg.sampling)
+        sampling = level_sampling(cfg.sampling, level)
+        candidates = expand_prefixes(self.generator, prefix_rows, cfg.candidates_per_step, sampling)
         by_id = {s.problem_id: s for s in open_states}
         for row in candidates:
             by_id[problem_of[row["prefix_id"]]].candidate_steps += 1

@@ -181,12 +181,13 @@ def test_aligned_pairs_put_each_expected_digit_beside_the_claimed_one() -> None:
 def test_worked_digits_go_from_the_units_up_with_each_carry() -> None:
     assert arith.worked_digits(122, "-", 65) == "71 51 00"  # 57: 12-5=7 borrow 1, 12-6-1=5 borrow 1
     assert arith.worked_digits(65, "-", 122) == "71 51 00"  # below zero: worked as 122-65
-    assert arith.worked_digits(186, "*", 7) == "24 06 31"  # 1302: the last carry leads
-    assert arith.worked_digits(7, "*", 186) == "24 06 31"  # the one-digit factor is the multiplier
+    # 1302: each digit's product plus the carry it takes in, then digit and carry; the last carry leads
+    assert arith.worked_digits(186, "*", 7) == "6*7=42+0=24 8*7=56+4=06 1*7=07+6=31"
+    assert arith.worked_digits(7, "*", 186) == arith.worked_digits(186, "*", 7)  # the one-digit factor multiplies
     assert arith.worked_digits(999, "+", 1) == "01 01 01"  # 1000
     assert arith.worked_digits(12, "*", 34) is None and arith.worked_digits(-3, "+", 4) is None
     assert arith.worked_step("186-8=178") == "186-8=81 70 10>178"
-    assert arith.worked_step("62*3=187") == "62*3=60 81>187"  # the stated result, right or not
+    assert arith.worked_step("62*3=187") == "62*3=2*3=06+0=60 6*3=18+0=81>187"  # the stated result, right or not
     assert arith.worked_step("A:178") == "A:178" and arith.worked_step("-") == "-"
     for step in ("186-8=178", "62*3=187", "A:178", "12*34=408"):
         assert arith.unworked_step(arith.worked_step(step)) == step
@@ -195,17 +196,17 @@ def test_worked_digits_go_from_the_units_up_with_each_carry() -> None:
 def test_teacher_critique_format() -> None:
     q = "(37+25)*3-8"
     assert arith.teacher_critique(q, ["37+25=62"], "62*3=186") == (
-        "R:62*3=60 81>186\nN:62*3=186\nC:66= 22=|11= 88= 66=\nV:Y\nVerification: Is the step correct (Yes/No)? Yes"
+        "R:62*3=2*3=06+0=60 6*3=18+0=81>186\nN:62*3=186\nC:66= 22=|11= 88= 66=\nV:Y\nVerification: Is the step correct (Yes/No)? Yes"
     )
     assert arith.teacher_critique(q, ["37+25=62"], "26*3=78") == (
-        "R:62*3=60 81>186\nN:26*3=78\nC:62x 26x|1_x 87x 68x\nV:N\nVerification: Is the step correct (Yes/No)? No"
+        "R:62*3=2*3=06+0=60 6*3=18+0=81>186\nN:26*3=78\nC:62x 26x|1_x 87x 68x\nV:N\nVerification: Is the step correct (Yes/No)? No"
     )
     assert arith.teacher_critique(q, ["37+25=62", "62*3=186", "186-8=178"], "A:179") == (
         "R:A:178\nN:A:179\nC:AA=|11= 77= 89x\nV:N\nVerification: Is the step correct (Yes/No)? No"
     )
     # An answer given too early and a malformed step are critiqued, never a crash.
     early = arith.teacher_critique(q, ["37+25=62"], "A:62")
-    assert early.startswith("R:62*3=60 81>186\nN:A:62\nC:6_x 2Ax|1_x 86x 62x\nV:N\n") and parse_verdict(early) == "No"
+    assert early.startswith("R:62*3=2*3=06+0=60 6*3=18+0=81>186\nN:A:62\nC:6_x 2Ax|1_x 86x 62x\nV:N\n") and parse_verdict(early) == "No"
     junk = arith.teacher_critique(q, [], "37+x")
     assert junk.startswith("R:37+25=21 60>62\nN:37+x\nC:33= 77=|6_x 2?x\nV:N\n") and parse_verdict(junk) == "No"
     after = arith.teacher_critique(q, ["37+25=62", "62*3=186", "186-8=178", "A:178"], "1+1=2")

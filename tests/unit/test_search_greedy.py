@@ -157,3 +157,23 @@ def test_judge_client_shape_and_custom_grader():
     assert out.column("correct").to_pylist() == [None, False, None, False]
     assert [s[1] for s in seen] == ["1", "2"]
     assert seen[0][0] == problems[1].question and seen[0][2] == problems[1].answer
+
+
+def test_rollback_redraws_the_candidates_of_a_prefix_it_expands_again():
+    # Engines seed a prompt's samples from its text: without a seed per level, a tie at the bare
+    # question (every candidate wrong) would draw the same wrong candidates at every level.
+    # Without duplicate filtering a level with one right and one wrong candidate is the only one
+    # that advances (the right step is kept), so every finished solution is right.
+    problems, table, gen = world(8, p_correct=0.3)
+    cfg = search_cfg(candidates_per_step=3, max_depth=60, filter_duplicates=False)
+    out, _ = greedy_search(table, gen, OracleScorer(gen.problems), cfg, STYLE, rollback_on_tie=True)
+    roots: dict[str, set[tuple[str, ...]]] = {}
+    for call in gen.expand_calls:
+        drawn: dict[str, list[str]] = {}
+        for row in call["candidates"]:
+            if not row["prefix_steps"]:
+                drawn.setdefault(row["problem_id"], []).append(row["step"])
+        for pid, steps in drawn.items():
+            roots.setdefault(pid, set()).add(tuple(steps))
+    assert any(len(draws) > 1 for draws in roots.values())  # the bare question was expanded anew
+    assert all(out.column("finished").to_pylist()) and accuracy(out) == 1.0

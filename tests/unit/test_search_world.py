@@ -4,9 +4,11 @@ judge (PairwiseJudge), all answering from arith's oracle (expected_step, corrupt
 label_steps).
 
 The fakes record every call so tests can pin batching (one call per depth level for the whole
-batch). Candidate k of a prefix is drawn from a RNG seeded by (problem, prefix_id, k), like a
-sampler whose per-request seed comes from the prefix id, so a search gives the same result
-whether prompts run together or one at a time."""
+batch). Candidate k of a prefix is drawn like the real engines draw it (rprm_ray.engines.base.
+prompt_seed): from a RNG seeded by (sampling seed, problem, prefix steps) alone, a prefix sent r
+times in one call drawing r * w samples from that one stream. So a search gives the same result
+whether prompts run together or one at a time, and expanding the same prefix again with the same
+seed draws the same candidates."""
 
 from __future__ import annotations
 
@@ -46,9 +48,7 @@ class FakeGenerator:
     """Proposes the correct next step with probability `p_correct`, a wrong result otherwise.
 
     `guarantee_correct`: one of the w candidates of each prefix is always correct.
-    `never_finish`: after the last operation it keeps writing `x+0=x` steps instead of `A:x`.
-    Like a sampler with a per-request seed derived from prefix_id, two requests for the same
-    prefix steps under different prefix_ids draw different samples."""
+    `never_finish`: after the last operation it keeps writing `x+0=x` steps instead of `A:x`."""
 
     problems: dict[str, ArithProblem]
     p_correct: float = 0.5
@@ -72,12 +72,16 @@ class FakeGenerator:
         call = {"w": w, "problem_ids": prefixes.column("problem_id").to_pylist(), "rows": prefixes.num_rows}
         self.expand_calls.append(call)
         rows = []
+        repeats: dict[tuple, int] = {}
         for prefix in prefixes.to_pylist():
             problem = self.problems[prefix["problem_id"]]
             steps = prefix["prefix_steps"]
-            forced = random.Random(zlib.crc32(prefix["prefix_id"].encode())).randrange(w)
+            stream = f"{sampling.seed}|{'|'.join(steps)}"
+            first = repeats.get((problem.problem_id, stream), 0) * w
+            repeats[(problem.problem_id, stream)] = first // w + 1
+            forced = random.Random(zlib.crc32(f"{stream}@{first}".encode())).randrange(w)
             for k in range(w):
-                sample = f"{prefix['prefix_id']}#{k}"
+                sample = f"{stream}#{first + k}"
                 step = self._step(problem, steps, sample, self.guarantee_correct and k == forced)
                 rows.append(
                     {
