@@ -298,6 +298,9 @@ class SearchConfig(_Strict):
     max_depth: int = Field(20, ge=1)
     aggregation: Literal["min", "last", "prod", "mean"] = "min"
     filter_duplicates: bool = True
+    # Beam search keeps no open beam scored below this while another beam of its prompt scores at
+    # least this (the slots refill from the accepted ones); null: plain top N/M, as search-and-learn.
+    beam_prune_below: float | None = Field(None, ge=0.0, le=1.0)
     batch_prompts: int = Field(64, ge=1)  # prompts advanced together per depth level
     sampling: SamplingConfig = SamplingConfig(temperature=1.0, max_new_tokens=32)
 

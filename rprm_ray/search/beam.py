@@ -4,9 +4,11 @@ Per prompt: N = samples_per_prompt, M = beam_width. Level 0 samples N first step
 scores the new steps, moves finished ones to the completed pool, drops duplicates, keeps the top
 N/M unfinished beams by aggregated prefix score and expands each into M candidates (N per level).
 When fewer than N/M beams survive, survivors are repeated to fill the slots (search-and-learn's
-refill). A prompt stops when it has N completions, no open beam, or max_depth levels; beams still open
-at the cap count as unfinished completions. The final pick is the completion with the highest
-aggregated score (finished completions before unfinished ones; ties -> earliest).
+refill). With `beam_prune_below`, a beam scored below it is not kept while one of its prompt's
+beams scores at least that. A prompt stops when it has N completions, no open beam, or max_depth
+levels; beams still open at the cap count as unfinished completions. The final pick is the
+completion with the highest aggregated score (finished completions before unfinished ones; ties ->
+earliest).
 
 The whole batch advances together: one generator call and one judge call per level.
 """
@@ -58,6 +60,16 @@ def _check(cfg: SearchConfig) -> None:
 def _ranked(beams: list[Beam]) -> list[Beam]:
     # Stable sort: equal scores keep generation order. None (no steps scored) ranks last.
     return sorted(beams, key=lambda b: -b.score if b.score is not None else float("inf"))
+
+
+def _survivors(beams: list[Beam], keep: int, prune_below: float | None) -> list[Beam]:
+    """The top `keep` open beams; with `prune_below`, only those scoring at least that when any
+    does (a rejected prefix would spend M samples that an accepted one can use)."""
+    ranked = _ranked(beams)
+    if prune_below is not None:
+        accepted = [b for b in ranked if b.score is not None and b.score >= prune_below]
+        ranked = accepted or ranked
+    return ranked[:keep]
 
 
 def run_beam(
@@ -132,7 +144,9 @@ def _beam_chunk(
         # search-and-learn, fewer survivors are repeated to fill the N/M slots, so every level
         # samples N steps per prompt (engines draw n x count samples for a prompt sent count times).
         survivors = {
-            pid: _ranked(beams)[:keep] for pid, beams in children.items() if beams and len(completed[pid]) < n
+            pid: _survivors(beams, keep, cfg.beam_prune_below)
+            for pid, beams in children.items()
+            if beams and len(completed[pid]) < n
         }
         unfinished.update(survivors)
         active = {pid: (beams * keep)[:keep] for pid, beams in survivors.items()}

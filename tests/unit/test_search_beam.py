@@ -4,7 +4,7 @@ filtering, the depth cap, budget counts."""
 from __future__ import annotations
 
 import pytest
-from test_search_world import STYLE, ConstantScorer, OracleScorer, search_cfg, world
+from test_search_world import STYLE, ConstantScorer, OracleScorer, first_error, search_cfg, world
 
 from rprm_ray.search import RESULTS_SCHEMA, accuracy, run_beam
 
@@ -94,3 +94,31 @@ def test_samples_must_be_a_multiple_of_the_beam_width():
     cfg = search_cfg(samples_per_prompt=4, beam_width=3)
     with pytest.raises(ValueError, match="multiple of beam_width"):
         run_beam(table, gen, ConstantScorer(), cfg, STYLE)
+
+
+def _expanded_prefixes(gen, problems) -> list[tuple[bool, bool]]:
+    """Per (level >= 1, prompt): (some expanded prefix is right, some is wrong)."""
+    by_id = {p.problem_id: p for p in problems}
+    out = []
+    for call in gen.expand_calls[1:]:
+        prefixes: dict[str, set[tuple[str, ...]]] = {}
+        for row in call["candidates"]:
+            prefixes.setdefault(row["problem_id"], set()).add(tuple(row["prefix_steps"]))
+        for pid, steps in prefixes.items():
+            right = [first_error(by_id[pid], list(s)) == -1 for s in steps]
+            out.append((any(right), not all(right)))
+    return out
+
+
+def test_pruning_expands_no_rejected_beam_while_an_accepted_one_exists():
+    problems, table, gen = world(16, p_correct=0.4)
+    plain = run_beam(table, gen, OracleScorer(gen.problems), search_cfg(samples_per_prompt=4, beam_width=2), STYLE)
+    # plain top-N/M keeps a rejected prefix beside an accepted one when too few are accepted
+    assert (True, True) in _expanded_prefixes(gen, problems)
+    problems, table, gen = world(16, p_correct=0.4)
+    cfg = search_cfg(samples_per_prompt=4, beam_width=2, beam_prune_below=0.5)
+    pruned = run_beam(table, gen, OracleScorer(gen.problems), cfg, STYLE)
+    assert (True, True) not in _expanded_prefixes(gen, problems)
+    # the accepted prefixes get those samples: more prompts solved with the same budget
+    assert accuracy(pruned) > accuracy(plain)
+    assert sum(pruned.column("candidate_steps").to_pylist()) <= sum(plain.column("candidate_steps").to_pylist())
