@@ -2,8 +2,9 @@
 search share: at each level, sample w candidate next steps for every open problem, let the
 strategy pick one per problem, append it (or roll back on a tie), stop at a final step or after
 max_depth levels. Rollbacks use a level too, so max_depth bounds the loop; each level samples with
-its own seed (base.level_sampling), so a prefix expanded again after a rollback draws new steps. A level where every
-candidate was dropped (blank) still uses one unit of depth, as in the paper's script.
+its own seed (base.level_sampling), so a prefix expanded again after a rollback draws new steps.
+A level where every candidate was dropped (blank) still uses one unit of depth, as in the paper's
+script.
 
 What differs between strategies is only how a level is judged: a `ChooseSteps` function makes
 the level's single judge call and returns a `StepChoice` per problem. The pairs of kept steps
