@@ -77,8 +77,9 @@ class FakeGenerator:
             problem = self.problems[prefix["problem_id"]]
             steps = prefix["prefix_steps"]
             stream = f"{sampling.seed}|{'|'.join(steps)}"
-            first = repeats.get((problem.problem_id, stream), 0) * w
-            repeats[(problem.problem_id, stream)] = first // w + 1
+            sent = repeats.get((problem.problem_id, stream), 0)
+            repeats[(problem.problem_id, stream)] = sent + 1
+            first = sent * w
             forced = random.Random(zlib.crc32(f"{stream}@{first}".encode())).randrange(w)
             for k in range(w):
                 sample = f"{stream}#{first + k}"
