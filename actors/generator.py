@@ -109,7 +109,8 @@ class PolicyGenerator:
         prefix_steps = prefixes.column("prefix_steps").to_pylist()
         prompts = [self.style.render_prefix(q, s) for q, s in zip(questions, prefix_steps, strict=True)]
         # logprobs=0: only the sampled tokens' log-probs, for cumulative_logprob.
-        outputs = self.engine.generate(prompts, w, sampling, stop=self.style.step_stop, logprobs=0)
+        logprobs = 0 if self.cfg.candidate_logprobs else None
+        outputs = self.engine.generate(prompts, w, sampling, stop=self.style.step_stop, logprobs=logprobs)
         rows = []
         for problem_id, prefix_id, question, steps, completions in zip(
             prefixes.column("problem_id").to_pylist(),

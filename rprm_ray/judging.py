@@ -1,8 +1,8 @@
 """The process judge's core, without Ray: prompts from Arrow tables, engine completions to rows.
 
 Pointwise (R-PRM): each labeled step gets K sampled critiques; a critique is valid only when
-`parse_verdict` finds exactly one verdict line at its end, and its P(Yes) is read from the
-engine's top logprobs at the verdict position of the same generation (no second forward pass).
+`parse_verdict` finds exactly one verdict line at its end, and its P(Yes) is the engine's top
+log-probs at the verdict position, conditioned on the critique it wrote (`critiques_with_verdict`).
 A step's score is the mean P(Yes) over its valid critiques (or their Yes fraction).
 
 Pairwise (PSRLM): every unordered pair of candidates sharing a prefix is judged in both orders
@@ -15,21 +15,25 @@ on model output, only on malformed input tables.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
 from rprm_ray import batches
-from rprm_ray.prompts import parse_pairwise, parse_verdict
+from rprm_ray.engines.base import Completion
+from rprm_ray.prompts import VERDICT_PREFIX, parse_pairwise, parse_verdict
 from rprm_ray.scoring import p_yes_from_top_logprobs, step_score
 
 if TYPE_CHECKING:
     from rprm_ray.config import SamplingConfig
 
-# Top-k log-probs to request per generated token: the verdict position needs both "Yes" and "No"
-# among the candidates for P(Yes); k=5 keeps both for any judge that has learned the verdict line.
+# Top-k log-probs to request at the verdict position: it needs both "Yes" and "No" among the
+# candidates for P(Yes); k=5 keeps both for any judge that has learned the verdict line.
 VERDICT_TOP_LOGPROBS = 5
+# Tokens the verdict continuation may write after the verdict prefix: " Yes" and EOS take 5
+# char-level tokens, 2 on Qwen; a longer tail makes the critique invalid anyway.
+VERDICT_TAIL_TOKENS = 8
 
 ScoreMode = Literal["p_yes", "yes_fraction"]
 Order = Literal["AB", "BA"]
@@ -89,6 +93,44 @@ def critique_rows(
     return batches.from_rows(rows, "critiques") if rows else batches.empty("critiques")
 
 
+def critiques_with_verdict(
+    engine: Any, prompts: Sequence[str], n: int, sampling: SamplingConfig
+) -> list[list[Completion]]:
+    """`n` critiques per prompt whose `top_logprobs` hold the verdict position only.
+
+    Why two calls: asking vLLM for top-k log-probs at every generated token made critiques 2.5x
+    slower (the bench's `--verdict-probe` rows), and P(Yes) needs them at one position. So the
+    critique is written without log-probs up to and including VERDICT_PREFIX, then continued for
+    at most VERDICT_TAIL_TOKENS (within the same `max_new_tokens` budget) with them. The
+    continuation's first tokens see the same text the single generation saw, so P(Yes) is the
+    same distribution, read at the same place. A critique that never writes the prefix is left as
+    it is: invalid."""
+    heads = engine.generate(list(prompts), n=n, sampling=sampling, stop=[VERDICT_PREFIX], include_stop=True)
+    flat = [(p, c) for p, outs in zip(prompts, heads, strict=True) for c in outs]
+    # Continuations grouped by their remaining token budget: one engine call per budget.
+    pending: dict[int, list[int]] = {}
+    for i, (_, head) in enumerate(flat):
+        left = sampling.max_new_tokens - len(head.token_ids)
+        if head.finish_reason == "stop" and left > 0:
+            pending.setdefault(min(left, VERDICT_TAIL_TOKENS), []).append(i)
+    joined = [replace(head, top_logprobs=[{}] * len(head.tokens)) for _, head in flat]
+    for budget, rows in pending.items():
+        tail_sampling = sampling.model_copy(update={"max_new_tokens": budget})
+        tails = engine.generate([flat[i][0] + flat[i][1].text for i in rows], n=1,
+                                sampling=tail_sampling, logprobs=VERDICT_TOP_LOGPROBS)
+        for i, (tail,) in zip(rows, tails, strict=True):
+            head = flat[i][1]
+            joined[i] = Completion(
+                text=head.text + tail.text,
+                token_ids=head.token_ids + tail.token_ids,
+                cumulative_logprob=None,
+                finish_reason=tail.finish_reason,
+                tokens=head.tokens + tail.tokens,
+                top_logprobs=[{}] * len(head.tokens) + list(tail.top_logprobs or []),
+            )
+    return [joined[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
 def write_critiques(
     engine: Any,
     style: Any,
@@ -98,19 +140,18 @@ def write_critiques(
     *,
     where: str = "judging",
 ) -> tuple[list[str], list[list[Any]]]:
-    """(prompts, n critique completions per `labeled_steps` row), with top log-probs for P(Yes).
+    """(prompts, n critique completions per `labeled_steps` row), with the verdict position's top
+    log-probs for P(Yes).
 
-    One call when the style shows the step in the prompt. For `style.recompute_first` styles the
-    judge first writes its own version of the step from the context alone (the first line,
-    sampled with `sampling`; one call per distinct context, shared by every step judged in it),
-    then is shown the step and writes the comparison and verdict greedily: the comparison is a
-    deterministic check, so K critiques differ only in what the judge computed."""
+    One critique call when the style shows the step in the prompt. For `style.recompute_first`
+    styles the judge first writes its own version of the step from the context alone (the first
+    line, sampled with `sampling`; one call per distinct context, shared by every step judged in
+    it), then is shown the step and writes the comparison and verdict greedily: the comparison is
+    a deterministic check, so K critiques differ only in what the judge computed."""
     steps = batches.validate(labeled_steps, "labeled_steps", where=where)
     prompts = judge_prompts(steps, style, where=where)
     if not style.recompute_first:
-        return prompts, engine.generate(prompts, n=n, sampling=sampling, logprobs=VERDICT_TOP_LOGPROBS)
-    from dataclasses import replace
-
+        return prompts, critiques_with_verdict(engine, prompts, n, sampling)
     from rprm_ray.config import SamplingConfig
 
     contexts = list(dict.fromkeys(prompts))
@@ -120,8 +161,7 @@ def write_critiques(
     heads = [(prompt, own[prompt][i].text + "\n" + step) for prompt, step in zip(prompts, shown, strict=True)
              for i in range(n)]
     greedy = SamplingConfig(temperature=0.0, top_p=1.0, max_new_tokens=sampling.max_new_tokens, seed=sampling.seed)
-    tails = engine.generate([prompt + head for prompt, head in heads], n=1, sampling=greedy,
-                            logprobs=VERDICT_TOP_LOGPROBS)
+    tails = critiques_with_verdict(engine, [prompt + head for prompt, head in heads], 1, greedy)
     # The critique is the judge's line, the shown step and the rest; P(Yes) is read from the
     # second call, which holds the verdict.
     joined = [replace(tail[0], text=head + tail[0].text) for (_, head), tail in zip(heads, tails, strict=True)]
@@ -138,8 +178,7 @@ def score_steps(
     *,
     where: str = "judging",
 ) -> tuple[pa.Table, pa.Table]:
-    """Pointwise R-PRM on one engine: K critiques per `labeled_steps` row, read in the same
-    generation as their P(Yes), grouped into step scores. Returns (critiques, step_scores), both in
+    """Pointwise R-PRM on one engine: K critiques per `labeled_steps` row with their P(Yes), grouped into step scores. Returns (critiques, step_scores), both in
     row order. The one judging loop: the ProcessJudge replica and `rprm-ray eval --judge` call it."""
     steps = batches.validate(labeled_steps, "labeled_steps", where=where)
     # Greedy decoding gives K identical critiques: generate one and repeat it (vLLM also refuses

@@ -150,3 +150,22 @@ def test_load_weights_from_a_missing_directory_names_it(engine, tmp_path) -> Non
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "gone")):
         engine.load_weights(tmp_path / "gone")
     assert engine.generate(["Q:1+2\n"], 1, GREEDY)[0][0].token_ids  # still serving
+
+
+def test_a_continuation_sees_the_next_token_distribution_of_the_single_generation(engine) -> None:
+    """What the judge's verdict continuation (judging.critiques_with_verdict) relies on: the
+    top log-probs of the first token after `prompt + text[:i]` equal those at position i of the
+    generation that wrote `text`."""
+    prompt = "Q:(25+17)*3\n"
+    full = engine.generate([prompt], 1, GREEDY, logprobs=5)[0][0]
+    # Char-level: one token per ASCII character of the leading run (an untrained model may also
+    # write bytes that decode only together).
+    run = next((i for i, t in enumerate(full.tokens) if len(t) != 1 or not t.isascii()), len(full.tokens))
+    assert run >= 4, f"too few single-character tokens to cut: {full.tokens!r}"
+    for cut in (1, run // 2, run - 1):
+        text = "".join(full.tokens[:cut])
+        probe = engine.generate([prompt + text], 1, GREEDY.model_copy(update={"max_new_tokens": 1}), logprobs=5)[0][0]
+        assert probe.token_ids == full.token_ids[cut : cut + 1]
+        assert set(probe.top_logprobs[0]) == set(full.top_logprobs[cut])
+        for key, value in full.top_logprobs[cut].items():
+            assert probe.top_logprobs[0][key] == pytest.approx(value, abs=1e-4)

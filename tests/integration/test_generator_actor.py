@@ -15,8 +15,10 @@ pytestmark = pytest.mark.integration
 STYLE = "compact"
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=8, seed=0)
 SAMPLED = SamplingConfig(temperature=1.0, max_new_tokens=8, seed=5)
-# Half a CPU each: two replicas fit the 2-CPU test cluster beside other roles' actors.
-CFG = GeneratorConfig(replicas=2, num_cpus_per_replica=0.5, candidates_per_step=3, sampling=SAMPLED)
+# Half a CPU each: two replicas fit the 2-CPU test cluster beside other roles' actors. Candidate
+# log-probs on: the weight-update test reads them.
+CFG = GeneratorConfig(replicas=2, num_cpus_per_replica=0.5, candidates_per_step=3, sampling=SAMPLED,
+                      candidate_logprobs=True)
 
 
 @pytest.fixture(scope="module")

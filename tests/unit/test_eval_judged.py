@@ -16,7 +16,7 @@ from rprm_ray.data import BonItem, DataError, ProcessBenchItem
 from rprm_ray.engines.base import Completion
 from rprm_ray.evaluation import judged
 from rprm_ray.manifest import Manifest
-from rprm_ray.prompts import get_style, verdict_line
+from rprm_ray.prompts import VERDICT_PREFIX, get_style, verdict_line
 
 
 @pytest.fixture(autouse=True)
@@ -159,9 +159,11 @@ def test_processbench_plan_judges_erroneous_solutions_only_up_to_their_label():
 
 
 class ScriptedJudge:
-    """An `Engine` for the compact judge's two calls: from a context it writes its own line `R:x`;
+    """An `Engine` for the compact judge's calls: from a context it writes its own line `R:x`;
     once shown the step (`N:`) its critique says No exactly when the step contains "BAD" (P(Yes)
-    0.1, else 0.9), one token per character. It records each call's prompt count and n."""
+    0.1, else 0.9), one token per character. Like the judge's engines it stops at a stop string
+    and continues a prompt that ends inside its critique (the verdict continuation, the only call
+    asking for log-probs). It records each call's prompt count and n."""
 
     backend = "scripted"
     model_dir = "scripted"
@@ -175,23 +177,25 @@ class ScriptedJudge:
         for prompt in prompts:
             if "\nN:" not in prompt:
                 out.append([self._completion("R:x", None)] * n)
+                continue
+            assert sampling.temperature == 0.0  # the verdict part is greedy
+            correct = "BAD" not in prompt.rsplit("N:", 1)[1]
+            full = verdict_line("Yes" if correct else "No")
+            if prompt.endswith(VERDICT_PREFIX):
+                assert logprobs is not None
+                out.append([self._completion(full[len(VERDICT_PREFIX):], 0.9 if correct else 0.1)] * n)
             else:
-                assert stop is None and sampling.temperature == 0.0  # the verdict part is greedy
-                out.append([self._critique("BAD" not in prompt.rsplit("N:", 1)[1])] * n)
+                assert stop == [VERDICT_PREFIX] and include_stop and logprobs is None
+                out.append([self._completion(VERDICT_PREFIX, None, "stop")] * n)
         return out
 
-    @classmethod
-    def _critique(cls, correct):
-        text = verdict_line("Yes" if correct else "No")
-        return cls._completion(text, 0.9 if correct else 0.1)
-
     @staticmethod
-    def _completion(text, p_yes):
+    def _completion(text, p_yes, finish="eos"):
         top = [{c: 0.0} for c in text]
         if p_yes is not None:
-            top[text.index("? ") + 2] = {"Y": math.log(p_yes), "N": math.log(1 - p_yes)}
+            top[text.index(" ") + 1] = {"Y": math.log(p_yes), "N": math.log(1 - p_yes)}
         return Completion(text=text, token_ids=[ord(c) for c in text], cumulative_logprob=None,
-                          finish_reason="eos", tokens=list(text), top_logprobs=top)
+                          finish_reason=finish, tokens=list(text), top_logprobs=top)
 
 
 def test_judged_processbench_scores_feed_the_scorer():
@@ -201,9 +205,9 @@ def test_judged_processbench_scores_feed_the_scorer():
     step_scores = judged.judge_step_scores(
         engine, get_style("compact"), judged.processbench_plan(items), 3, greedy, "p_yes", chunk_rows=2, progress=False
     )
-    # Chunks of 2 rows, two calls each (the judge's own line per context, then the verdict part);
-    # greedy decodes once per step.
-    assert engine.calls == [(2, 1)] * 6
+    # Chunks of 2 rows, three calls each (the judge's own line per context, the critique up to the
+    # verdict prefix, the verdict with log-probs); greedy decodes once per step.
+    assert engine.calls == [(2, 1)] * 9
     scores = judged.processbench_scores(step_scores)
     assert scores == {"ok": [pytest.approx(0.9)] * 2, "bad": [pytest.approx(0.9), pytest.approx(0.1)],
                       "miss": [pytest.approx(0.1), pytest.approx(0.9)]}
@@ -227,8 +231,8 @@ def test_bon_plan_and_scores_keep_candidates_apart():
     _, step_scores = judging.score_steps(engine, get_style("compact"), plan, 2, sampled, "p_yes")
     # Sampling: K own lines per distinct context in one call (both questions read "?": the first
     # steps share one context, "a" then the next step another), then the verdict part of every
-    # critique of every step, greedy.
-    assert engine.calls == [(2, 2), (8, 1)]
+    # critique of every step, greedy, in two calls (up to the verdict prefix, then the verdict).
+    assert engine.calls == [(2, 2), (8, 1), (8, 1)]
     scores = judged.bon_scores(step_scores, items)
     assert scores == {"q1": [[pytest.approx(0.9), pytest.approx(0.1)], [pytest.approx(0.9)], []],
                       "q2": [[pytest.approx(0.9)]]}
@@ -240,7 +244,7 @@ def test_a_model_teacher_writes_critiques_by_the_judges_protocol():
     engine = ScriptedJudge()
     sampled = SamplingConfig(temperature=1.0, max_new_tokens=96)
     critiques = teachers.engine_critiques(plan, get_style("compact"), engine, 2, sampled)
-    assert engine.calls == [(2, 2), (4, 1)]  # own lines per context, then every critique's rest
+    assert engine.calls == [(2, 2), (4, 1), (4, 1)]  # own lines per context, then every critique's rest (2 calls)
     rows = critiques.to_pylist()
     assert [r["prompt"] for r in rows] == ["Q:?\n", "Q:?\n", "Q:?\nP:a\n", "Q:?\nP:a\n"]
     assert rows[2]["critique"].startswith("R:x\nN:BAD\n")

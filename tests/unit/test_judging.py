@@ -77,6 +77,71 @@ def test_critique_rows_validity_and_p_yes_from_the_same_generation() -> None:
     assert (counts.total, counts.valid, counts.invalid) == (6, 2, 4)
 
 
+class ContinuingJudge:
+    """An engine that writes one fixed critique per prompt, one token per character: it stops at
+    a stop string (keeping it when asked) and continues a prompt that ends inside the critique,
+    giving top log-probs (Y: 0.7, N: 0.3) where the verdict word starts. Records each call."""
+
+    backend = "fake"
+    model_dir = "fake"
+
+    def __init__(self, critique_of):
+        self.critique_of = critique_of
+        self.calls = []
+
+    def generate(self, prompts, n, sampling, stop=None, logprobs=None, include_stop=False):
+        self.calls.append({"prompts": list(prompts), "n": n, "stop": stop, "logprobs": logprobs,
+                           "max_new_tokens": sampling.max_new_tokens})
+        return [[self._one(p, sampling.max_new_tokens, stop, logprobs, include_stop)] * n for p in prompts]
+
+    def _one(self, prompt, budget, stop, logprobs, include_stop):
+        context = next(c for c in self.critique_of if prompt.startswith(c))
+        written = prompt[len(context):]
+        text, finish = self.critique_of[context][len(written):][:budget], "length"
+        if len(text) < budget:
+            finish = "eos"
+        for s in stop or []:
+            if s in text:
+                text, finish = text[: text.index(s) + (len(s) if include_stop else 0)], "stop"
+        top = None
+        if logprobs is not None:
+            top = [{c: 0.0} for c in text]
+            full = written + text
+            at = full.find("(Yes/No)? ") + len("(Yes/No)? ") - len(written)
+            if 0 <= at < len(text):
+                top[at] = {"Y": math.log(0.7), "N": math.log(0.3)}
+        return Completion(text=text, token_ids=[ord(c) for c in text], cumulative_logprob=None,
+                          finish_reason=finish, tokens=list(text), top_logprobs=top)
+
+
+def test_critiques_read_p_yes_from_a_verdict_continuation_within_the_token_budget() -> None:
+    from rprm_ray.config import SamplingConfig
+
+    critique_of = {"A\n": YES, "B\n": NO_VERDICT, "C\n": YES}
+    engine = ContinuingJudge(critique_of)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=len(YES) - 2, seed=0)
+    out = judging.critiques_with_verdict(engine, ["A\n", "B\n"], 2, sampling)
+    # The critique up to the verdict prefix without log-probs; the rest with them, in the budget
+    # left (2 tokens: " Y", so the word is cut and the critique is invalid, yet P(Yes) is read).
+    first, rest = engine.calls
+    assert (first["stop"], first["logprobs"], first["n"]) == ([judging.VERDICT_PREFIX], None, 2)
+    assert rest["prompts"] == ["A\n" + YES[: YES.index("?") + 1]] * 2 and rest["n"] == 1
+    assert (rest["logprobs"], rest["max_new_tokens"]) == (judging.VERDICT_TOP_LOGPROBS, 2)
+    a, b = out
+    assert len(a) == len(b) == 2
+    assert a[0].text == YES[: len(YES) - 2] and a[0].tokens == list(a[0].text)
+    assert len(a[0].top_logprobs) == len(a[0].tokens)
+    assert b[0].text == NO_VERDICT and b[0].finish_reason == "eos"  # never wrote the prefix: as it was
+
+    engine = ContinuingJudge(critique_of)
+    roomy = SamplingConfig(temperature=0.0, max_new_tokens=200, seed=0)
+    (c,), = judging.critiques_with_verdict(engine, ["C\n"], 1, roomy)
+    assert engine.calls[1]["max_new_tokens"] == judging.VERDICT_TAIL_TOKENS
+    assert c.text == YES and c.finish_reason == "eos"
+    table = judging.critique_rows(_labeled_steps(1), ["C\n"], [[c]])
+    assert table.column("p_yes").to_pylist() == [pytest.approx(0.7)]
+
+
 def test_critique_without_logprobs_is_valid_with_null_p_yes() -> None:
     steps = _labeled_steps(1)
     comp = _completion(YES)
