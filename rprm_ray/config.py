@@ -247,6 +247,9 @@ class TrainerConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
     max_seq_len_tokens: int = Field(256, ge=8)
+    # SFT packs each micro batch's rows into sequences of up to max_seq_len_tokens (block-diagonal
+    # attention: same loss and gradients as padding, pads not computed)
+    pack_sequences: bool = True
     dpo_beta: float = Field(0.1, gt=0.0)
     dpo_nll_coef: float = Field(0.0, ge=0.0)
     dpop_lambda: float = Field(0.0, ge=0.0)  # DPO-Positive penalty; 0 = plain sigmoid DPO

@@ -4,10 +4,14 @@ Used directly by the policy bootstrap and wrapped by the Trainer Ray actor. Runs
 world size 1 on a laptop) and on GPUs (nccl, one process per rank: RANK / WORLD_SIZE /
 MASTER_ADDR / MASTER_PORT set by whoever starts the ranks).
 
-Batching: shuffled rows, right-padded to the longest in the micro batch. With right padding a
-causal model never lets a real token attend to a pad, so no attention mask is passed (faster SDPA
-path); pads are excluded from the loss by the completion mask. Packing is not worth it here: the
-sequences of one table have similar lengths.
+Batching: shuffled rows. SFT packs a micro batch's rows into sequences of at most
+`max_seq_len_tokens` (`trainer.pack_sequences`), position ids restarting at every row, which
+transformers turns into a block-diagonal causal mask: a row attends to itself only, so loss and
+gradients equal those of the padded batch, without computing the pads (the judge's critiques vary
+in length: 35% pads in its micro batches of 64). Otherwise, and for DPO, rows are right-padded to
+the longest in the micro batch; with right padding a causal model never lets a real token attend to
+a pad, so no attention mask is passed (faster SDPA path); pads are excluded from the loss by the
+completion mask.
 
 EOS: SFT appends EOS to every completion (the model learns to stop). DPO appends EOS to every
 pair except kind "step" (a PSRLM step continues a solution; it does not end the generation).
@@ -20,7 +24,7 @@ import math
 import os
 import random
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +126,66 @@ def collate(rows: list[TokenizedRow], pad_id: int) -> tuple[torch.Tensor, torch.
         ids[i, : len(r.ids)] = torch.tensor(r.ids, dtype=torch.long)
         mask[i, r.n_prompt : len(r.ids)] = 1
     return ids, mask
+
+
+def pack_rows(rows: list[TokenizedRow], capacity: int) -> list[list[TokenizedRow]]:
+    """Rows grouped into bins of at most `capacity` tokens, first-fit by decreasing length (a row
+    longer than `capacity` gets a bin of its own). Deterministic for a given row order."""
+    bins: list[list[TokenizedRow]] = []
+    room: list[int] = []
+    for row in sorted(rows, key=lambda r: -len(r.ids)):
+        for b, left in enumerate(room):
+            if len(row.ids) <= left:
+                bins[b].append(row)
+                room[b] -= len(row.ids)
+                break
+        else:
+            bins.append([row])
+            room.append(capacity - len(row.ids))
+    return bins
+
+
+def collate_packed(
+    bins: list[list[TokenizedRow]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, position_ids, loss_mask), each [n_bins, longest bin]. Position ids restart at 0
+    for every row (and for the padding at a bin's end), which is how transformers finds the rows
+    of a packed sequence. The mask is 1 on completion tokens except a row's first token, which the
+    previous row's last token would otherwise be scored on predicting."""
+    import torch
+
+    width = max(sum(len(r.ids) for r in b) for b in bins)
+    ids = torch.full((len(bins), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(bins), width), dtype=torch.long)
+    mask = torch.zeros((len(bins), width), dtype=torch.long)
+    for i, rows in enumerate(bins):
+        at = 0
+        for r in rows:
+            n = len(r.ids)
+            ids[i, at : at + n] = torch.tensor(r.ids, dtype=torch.long)
+            positions[i, at : at + n] = torch.arange(n)
+            mask[i, at + max(r.n_prompt, 1) : at + n] = 1
+            at += n
+        positions[i, at:] = torch.arange(width - at)
+    return ids, positions, mask
+
+
+def completion_nll(
+    logits_fn: Callable[..., torch.Tensor], rows: list[TokenizedRow], pad_id: int, pack_capacity: int | None
+) -> torch.Tensor:
+    """Mean next-token NLL over the completion tokens of `rows`: packed into sequences of at most
+    `pack_capacity` tokens, or right-padded when it is None. `logits_fn(ids, position_ids)` runs
+    the model (position_ids None: the model's default positions)."""
+    from rprm_ray.dpo import token_logps
+
+    if pack_capacity is not None:
+        ids, positions, mask = collate_packed(pack_rows(rows, pack_capacity), pad_id)
+    else:
+        (ids, mask), positions = collate(rows, pad_id), None
+    logits = logits_fn(ids, positions)
+    ids, mask = ids.to(logits.device), mask.to(logits.device)
+    m = mask[:, 1:].float()
+    return -(token_logps(logits, ids) * m).sum() / m.sum().clamp(min=1)
 
 
 def shuffled_batches(
@@ -294,8 +358,11 @@ class DeepSpeedTrainer:
         for group in self.engine.optimizer.param_groups:
             group["lr"] = lr
 
-    def _logits(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.engine(input_ids=ids.to(self.device)).logits
+    def _logits(self, ids: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if position_ids is None:
+            return self.engine(input_ids=ids.to(self.device)).logits
+        return self.engine(input_ids=ids.to(self.device), position_ids=position_ids.to(self.device)).logits
+
 
     def _bar(self, total: int, desc: str) -> Any:
         from rprm_ray.progress import progress_bar
@@ -324,7 +391,6 @@ class DeepSpeedTrainer:
         """Next-token loss on completion tokens of an `sft_examples` table. Returns the mean loss
         of the first and last 10% of optimizer steps and the step count."""
         from rprm_ray.batches import validate
-        from rprm_ray.dpo import token_logps
 
         validate(table, "sft_examples", where="DeepSpeedTrainer.sft")
         if table.num_rows == 0:
@@ -336,6 +402,7 @@ class DeepSpeedTrainer:
             self.cfg.max_seq_len_tokens,
         )
         n_steps = self._optimizer_steps(len(rows), steps, epochs)
+        pack_capacity = self.cfg.max_seq_len_tokens if self.cfg.pack_sequences else None
         gas = self.cfg.gradient_accumulation_steps
         batches = shuffled_batches(len(rows), self.cfg.micro_batch_size_per_device, self._rng,
                                    self.rank, self.world_size)
@@ -347,11 +414,8 @@ class DeepSpeedTrainer:
                 self._set_lr(lr_at(step, n_steps, self.lr, self.cfg.warmup_ratio))
                 step_loss = 0.0
                 for _ in range(gas):
-                    ids, mask = collate([rows[i] for i in next(batches)], self.tokenizer.pad_token_id)
-                    mask = mask.to(self.device)
-                    logp = token_logps(self._logits(ids), ids.to(self.device))
-                    m = mask[:, 1:].float()
-                    loss = -(logp * m).sum() / m.sum().clamp(min=1)
+                    loss = completion_nll(self._logits, [rows[i] for i in next(batches)],
+                                          self.tokenizer.pad_token_id, pack_capacity)
                     self.engine.backward(loss)
                     self.engine.step()
                     step_loss += loss.item() / gas
