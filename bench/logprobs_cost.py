@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -37,31 +36,26 @@ def single_generation(engine, prompts, n, sampling):
     return engine.generate(list(prompts), n=n, sampling=sampling, logprobs=judging.VERDICT_TOP_LOGPROBS)
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
-
-
 def judge_rows(engine, steps, rounds: int) -> None:
     style = get_style("compact")
     probe = judging.critiques_with_verdict
     for k, temperature in [(1, 0.0), (4, 1.0)]:
         sampling = SamplingConfig(temperature=temperature, top_p=1.0, max_new_tokens=104, seed=0)
-        timings, outputs = {}, {}
-        for name, fn in [("per-token", single_generation), ("verdict-probe", probe)] * rounds:
-            judging.critiques_with_verdict = fn  # write_critiques looks it up at call time
+        timings: dict[str, list[float]] = {}
+        outputs = {}
+        for name, write in [("per-token", single_generation), ("verdict-probe", probe)] * rounds:
+            judging.critiques_with_verdict = write  # write_critiques looks it up at call time
+            start = time.perf_counter()
             try:
-                dt, (critiques, _) = timed(lambda: judging.score_steps(engine, style, steps, k, sampling, "p_yes"))
+                outputs[name], _ = judging.score_steps(engine, style, steps, k, sampling, "p_yes")
             finally:
                 judging.critiques_with_verdict = probe
-            timings.setdefault(name, []).append(dt)
-            outputs[name] = critiques
+            timings.setdefault(name, []).append(time.perf_counter() - start)
         old, new = outputs["per-token"], outputs["verdict-probe"]
-        same = sum(a == b for a, b in zip(old.column("critique").to_pylist(), new.column("critique").to_pylist()))
-        pairs = [(a, b) for a, b in zip(old.column("p_yes").to_pylist(), new.column("p_yes").to_pylist())
-                 if a is not None and b is not None]
-        worst = max((abs(a - b) for a, b in pairs), default=float("nan"))
+        texts = zip(old.column("critique").to_pylist(), new.column("critique").to_pylist(), strict=True)
+        same = sum(a == b for a, b in texts)
+        p_yes = zip(old.column("p_yes").to_pylist(), new.column("p_yes").to_pylist(), strict=True)
+        worst = max((abs(a - b) for a, b in p_yes if a is not None and b is not None), default=float("nan"))
         t_old, t_new = statistics.median(timings["per-token"]), statistics.median(timings["verdict-probe"])
         print(f"judge K={k}: per-token {t_old:6.1f} s  verdict-probe {t_new:6.1f} s  ratio {t_old / t_new:4.2f}x  "
               f"same critiques {same}/{old.num_rows}  max |dP(Yes)| {worst:.1e}")
@@ -74,8 +68,9 @@ def generator_rows(engine, steps, rounds: int) -> None:
     sampling = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=24, seed=0)
     timings: dict[str, list[float]] = {}
     for name, logprobs in [("no log-probs", None), ("logprobs=0", 0)] * rounds:
-        dt, _ = timed(lambda: engine.generate(prompts, 6, sampling, stop=style.step_stop, logprobs=logprobs))
-        timings.setdefault(name, []).append(dt)
+        start = time.perf_counter()
+        engine.generate(prompts, 6, sampling, stop=style.step_stop, logprobs=logprobs)
+        timings.setdefault(name, []).append(time.perf_counter() - start)
     t_off, t_on = statistics.median(timings["no log-probs"]), statistics.median(timings["logprobs=0"])
     print(f"generator ({len(prompts)} prefixes x 6): no log-probs {t_off:6.1f} s  logprobs=0 {t_on:6.1f} s  "
           f"ratio {t_on / t_off:4.2f}x")

@@ -98,8 +98,8 @@ def critiques_with_verdict(
 ) -> list[list[Completion]]:
     """`n` critiques per prompt whose `top_logprobs` hold the verdict position only.
 
-    Why two calls: asking vLLM for top-k log-probs at every generated token made critiques 2.5x
-    slower (the bench's `--verdict-probe` rows), and P(Yes) needs them at one position. So the
+    Why two calls: asking vLLM for top-k log-probs at every generated token made decoding 2.5x
+    slower (bench/logprobs_cost.py), and P(Yes) needs them at one position. So the
     critique is written without log-probs up to and including VERDICT_PREFIX, then continued for
     at most VERDICT_TAIL_TOKENS (within the same `max_new_tokens` budget) with them. The
     continuation's first tokens see the same text the single generation saw, so P(Yes) is the
@@ -162,8 +162,8 @@ def write_critiques(
              for i in range(n)]
     greedy = SamplingConfig(temperature=0.0, top_p=1.0, max_new_tokens=sampling.max_new_tokens, seed=sampling.seed)
     tails = critiques_with_verdict(engine, [prompt + head for prompt, head in heads], 1, greedy)
-    # The critique is the judge's line, the shown step and the rest; P(Yes) is read from the
-    # second call, which holds the verdict.
+    # The critique is the judge's line, the shown step and the rest; P(Yes) comes from the rest's
+    # verdict continuation.
     joined = [replace(tail[0], text=head + tail[0].text) for (_, head), tail in zip(heads, tails, strict=True)]
     return prompts, [joined[i * n:(i + 1) * n] for i in range(len(prompts))]
 
@@ -178,8 +178,9 @@ def score_steps(
     *,
     where: str = "judging",
 ) -> tuple[pa.Table, pa.Table]:
-    """Pointwise R-PRM on one engine: K critiques per `labeled_steps` row with their P(Yes), grouped into step scores. Returns (critiques, step_scores), both in
-    row order. The one judging loop: the ProcessJudge replica and `rprm-ray eval --judge` call it."""
+    """Pointwise R-PRM on one engine: K critiques per `labeled_steps` row with their P(Yes),
+    grouped into step scores. Returns (critiques, step_scores), both in row order. The one judging
+    loop: the ProcessJudge replica and `rprm-ray eval --judge` call it."""
     steps = batches.validate(labeled_steps, "labeled_steps", where=where)
     # Greedy decoding gives K identical critiques: generate one and repeat it (vLLM also refuses
     # n > 1 without sampling).

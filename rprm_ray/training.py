@@ -170,16 +170,26 @@ def collate_packed(
     return ids, positions, mask
 
 
+# Packing pays only when it removes this share of the tokens a padded batch computes: the
+# block-diagonal mask attends over the whole packed sequence. Measured (2 cores, tiny models): the
+# judge's critiques, 20% fewer tokens, steps 16% faster; the policy's solutions, 10% fewer, no gain.
+PACK_MIN_SAVING = 0.15
+
+
 def completion_nll(
     logits_fn: Callable[..., torch.Tensor], rows: list[TokenizedRow], pad_id: int, pack_capacity: int | None
 ) -> torch.Tensor:
     """Mean next-token NLL over the completion tokens of `rows`: packed into sequences of at most
-    `pack_capacity` tokens, or right-padded when it is None. `logits_fn(ids, position_ids)` runs
-    the model (position_ids None: the model's default positions)."""
+    `pack_capacity` tokens where that saves PACK_MIN_SAVING of the tokens, else right-padded (always
+    when `pack_capacity` is None). `logits_fn(ids, position_ids)` runs the model (position_ids None:
+    the model's default positions)."""
     from rprm_ray.dpo import token_logps
 
-    if pack_capacity is not None:
-        ids, positions, mask = collate_packed(pack_rows(rows, pack_capacity), pad_id)
+    bins = pack_rows(rows, pack_capacity) if pack_capacity is not None else []
+    packed_tokens = len(bins) * max((sum(len(r.ids) for r in b) for b in bins), default=0)
+    padded_tokens = len(rows) * max(len(r.ids) for r in rows)
+    if bins and packed_tokens <= (1 - PACK_MIN_SAVING) * padded_tokens:
+        ids, positions, mask = collate_packed(bins, pad_id)
     else:
         (ids, mask), positions = collate(rows, pad_id), None
     logits = logits_fn(ids, positions)
@@ -362,7 +372,6 @@ class DeepSpeedTrainer:
         if position_ids is None:
             return self.engine(input_ids=ids.to(self.device)).logits
         return self.engine(input_ids=ids.to(self.device), position_ids=position_ids.to(self.device)).logits
-
 
     def _bar(self, total: int, desc: str) -> Any:
         from rprm_ray.progress import progress_bar

@@ -100,7 +100,7 @@ class EngineSettings:
     # which downcasts float32 checkpoints and would make the engine's weights differ from the
     # trainer's (and its checksum never match).
     dtype: str | None = None
-    enforce_eager: bool = False  # skip torch.compile / CUDA graphs: faster start, slower decoding
+    enforce_eager: bool = False  # skip torch.compile / CUDA graphs: faster start (config.py says when)
     trust_remote_code: bool = False
     seed: int = 0
 
@@ -113,6 +113,7 @@ class EngineSettings:
             "gpu_memory_utilization": role_cfg.gpu_memory_utilization,
             "kv_cache_gib": role_cfg.kv_cache_gib,
             "max_model_len_tokens": role_cfg.max_model_len_tokens,
+            "enforce_eager": role_cfg.enforce_eager,
         }
         # Only the generator has the switch; the judge re-reads each step's shared context, so
         # prefix caching is always on for it.
@@ -129,7 +130,7 @@ def make_engine(
     **overrides: object,
 ) -> Engine:
     """Build the engine a role asks for. `overrides` set EngineSettings fields the role config
-    does not carry (dtype, enforce_eager, trust_remote_code, seed)."""
+    does not carry (dtype, trust_remote_code, seed)."""
     settings = EngineSettings.from_role(role_cfg, **overrides)
     if backend == "vllm":
         from rprm_ray.engines.vllm_engine import VllmEngine

@@ -22,7 +22,8 @@ def test_bins_hold_every_row_once_within_the_capacity() -> None:
     assert sorted(id(r) for b in bins for r in b) == sorted(id(r) for r in rows)
     assert all(sum(len(r.ids) for r in b) <= 12 for b in bins)
     assert len(bins) == 4  # 47 tokens need 4 bins of 12; first-fit decreasing finds them
-    assert pack_rows(_rows([20, 3]), capacity=12)[0][0].ids.__len__() == 20  # too long: a bin alone
+    too_long = pack_rows(_rows([20, 3]), capacity=12)
+    assert [[len(r.ids) for r in b] for b in too_long] == [[20], [3]]  # a bin of its own
 
 
 def test_packed_collation_restarts_positions_and_masks_each_rows_first_token() -> None:
@@ -42,7 +43,10 @@ def test_packed_and_padded_batches_give_the_same_loss_and_gradients(tiny_model_d
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     model.config.use_cache = False
 
+    packed_calls = []
+
     def logits(ids, positions):
+        packed_calls.append(positions is not None)
         return model(input_ids=ids, position_ids=positions).logits
 
     rows = _rows([40, 17, 33, 25, 8, 39, 12, 30], seed=3)
@@ -53,7 +57,25 @@ def test_packed_and_padded_batches_give_the_same_loss_and_gradients(tiny_model_d
         loss.backward()
         grads.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
     (padded_loss, padded_grads), (packed_loss, packed_grads) = grads
-    assert len(pack_rows(rows, 64)) < len(rows)  # really packed
+    assert packed_calls == [False, True]  # 4 bins of 64 tokens instead of 8 rows of 40: packed
     assert packed_loss == pytest.approx(padded_loss, rel=1e-5)
     for g_pad, g_pack in zip(padded_grads, packed_grads, strict=True):
         assert torch.allclose(g_pad, g_pack, atol=1e-6, rtol=1e-4)
+
+
+def test_rows_of_similar_length_stay_padded() -> None:
+    """Packing 8 rows of 30 into bins of 64 computes 4 x 60 tokens instead of 8 x 30: no saving,
+    and the packed mask would attend over twice the length."""
+    calls = []
+
+    def logits(ids, positions):
+        calls.append((positions is not None, tuple(ids.shape)))
+        import torch
+
+        return torch.zeros((*ids.shape, 256), requires_grad=True)
+
+    completion_nll(logits, _rows([30] * 8), pad_id=0, pack_capacity=64)
+    completion_nll(logits, _rows([30] * 8), pad_id=0, pack_capacity=None)
+    assert calls == [(False, (8, 30)), (False, (8, 30))]
+    completion_nll(logits, _rows([40, 5, 5, 5, 5, 5, 5, 5]), pad_id=0, pack_capacity=64)
+    assert calls[-1] == (True, (2, 60))  # 2 x 60 tokens instead of 8 x 40
