@@ -253,9 +253,10 @@ class TrainerConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
     max_seq_len_tokens: int = Field(256, ge=8)
-    # SFT packs a micro batch's rows into sequences of up to max_seq_len_tokens when that computes
-    # at least 15% fewer tokens than padding (block-diagonal attention: same loss and gradients)
-    pack_sequences: bool = True
+    # SFT packs a micro batch's rows into sequences of up to max_seq_len_tokens (block-diagonal
+    # attention: the padded batch's loss and gradients without computing pads; see training.py
+    # for when it is faster). A changed summation order also changes a long run's trajectory.
+    pack_sequences: bool = False
     dpo_beta: float = Field(0.1, gt=0.0)
     dpo_nll_coef: float = Field(0.0, ge=0.0)
     dpop_lambda: float = Field(0.0, ge=0.0)  # DPO-Positive penalty; 0 = plain sigmoid DPO

@@ -62,20 +62,3 @@ def test_packed_and_padded_batches_give_the_same_loss_and_gradients(tiny_model_d
     for g_pad, g_pack in zip(padded_grads, packed_grads, strict=True):
         assert torch.allclose(g_pad, g_pack, atol=1e-6, rtol=1e-4)
 
-
-def test_rows_of_similar_length_stay_padded() -> None:
-    """Packing 8 rows of 30 into bins of 64 computes 4 x 60 tokens instead of 8 x 30: no saving,
-    and the packed mask would attend over twice the length."""
-    calls = []
-
-    def logits(ids, positions):
-        calls.append((positions is not None, tuple(ids.shape)))
-        import torch
-
-        return torch.zeros((*ids.shape, 256), requires_grad=True)
-
-    completion_nll(logits, _rows([30] * 8), pad_id=0, pack_capacity=64)
-    completion_nll(logits, _rows([30] * 8), pad_id=0, pack_capacity=None)
-    assert calls == [(False, (8, 30)), (False, (8, 30))]
-    completion_nll(logits, _rows([40, 5, 5, 5, 5, 5, 5, 5]), pad_id=0, pack_capacity=64)
-    assert calls[-1] == (True, (2, 60))  # 2 x 60 tokens instead of 8 x 40
