@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	@# beside the CPU torch (operator torchvision::nms does not exist). Text models need none of them.
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	$(PY) -c "import vllm, ray, deepspeed, transformers, torch; print('stack ok: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__, 'deepspeed', deepspeed.__version__)"
+	@# DeepSpeed JIT-compiles its CPU communication op when a trainer first starts (~40 s on 2 cores);
+	@# built here, no run pays for it, and no run killed mid-build leaves the lock that hangs the next.
+	$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
 	@touch $(STAMP)
 
 # Each demo is a new run directory (runs/<recipe name>-<time>); trained models are cached under

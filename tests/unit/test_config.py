@@ -56,7 +56,7 @@ def test_overrides_parse_yaml_values(tmp_path):
         (["trainer.lr=-1"], "trainer.lr", "greater than 0"),
         (["trainer.lr=fast"], "trainer.lr", "valid number"),
         (["loop.mode=ppo"], "loop.mode", "'rprm', 'psrlm' or 'guided'"),
-        (["judge.autoscaling.min_replicas=3"], "judge.autoscaling", "min_replicas (3) must be <= max_replicas (2)"),
+        (["judge.autoscaling.min_replicas=3"], "judge.autoscaling", "min_replicas (3) must be <= max_replicas (1)"),
         (["models.policy.tiny.num_heads=4"], "models.policy.tiny", "must be 64"),
         (["trainer.global_batch_size=100"], "trainer", "multiple of"),
         (["task.min_steps=4"], "task", "min_steps (4) must be <= max_steps (3)"),
