@@ -13,8 +13,9 @@ both sides alike, on a finished run's models and held-out labeled steps:
 
     .venv/bin/python bench/logprobs_cost.py --run runs/tiny_arith [--steps 600] [--rounds 2]
 
-Measured on the 2-core machine (run w4's models, 600 steps): judge K=1 1.50x, K=4 1.17x,
-identical critiques, max |dP(Yes)| 9e-13; decoding 1.6x slower with logprobs=0 (bare vLLM).
+Measured on the 2-core machine (`--run runs/w6 --rounds 1`, 600 steps): judge K=1 1.64x, K=4 1.19x,
+identical critiques, max |dP(Yes)| 9e-13; the generator's 24-token steps 1.22x slower with
+logprobs=0 (bare vLLM on 104-token critiques: 1.6x).
 """
 
 from __future__ import annotations

@@ -165,7 +165,7 @@ class GeneratorConfig(_Strict):
     candidates_per_step: int = Field(6, ge=2, le=64)  # PSRLM's w
     sampling: SamplingConfig = SamplingConfig(temperature=0.5, top_p=0.95, max_new_tokens=32)
     # Fill the candidates' cumulative_logprob. Off by default: vLLM then computes a log-prob per
-    # generated token, which made tiny-model decoding 1.6x slower here; nothing in the loop reads it.
+    # generated token, which made tiny-model decoding 1.2-1.6x slower here; nothing in the loop reads it.
     candidate_logprobs: bool = False
     update_weights_timeout_s: float = Field(300.0, gt=0.0)
 
