@@ -49,6 +49,7 @@ def test_settings_come_from_the_role_config() -> None:
     judge = JudgeConfig(tensor_parallel_size=2, gpu_memory_utilization=0.8)
     s = EngineSettings.from_role(judge)
     assert (s.tensor_parallel_size, s.gpu_memory_utilization, s.enable_prefix_caching) == (2, 0.8, True)
+    assert not s.enforce_eager and EngineSettings.from_role(JudgeConfig(enforce_eager=True)).enforce_eager
     with pytest.raises(TypeError):
         EngineSettings.from_role(gen, not_a_setting=1)
 
