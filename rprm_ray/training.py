@@ -361,9 +361,8 @@ class DeepSpeedTrainer:
             group["lr"] = lr
 
     def _logits(self, ids: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
-        if position_ids is None:
-            return self.engine(input_ids=ids.to(self.device)).logits
-        return self.engine(input_ids=ids.to(self.device), position_ids=position_ids.to(self.device)).logits
+        positions = position_ids.to(self.device) if position_ids is not None else None
+        return self.engine(input_ids=ids.to(self.device), position_ids=positions).logits
 
     def _bar(self, total: int, desc: str) -> Any:
         from rprm_ray.progress import progress_bar
