@@ -19,6 +19,7 @@ import ray
 from actors.metrics import RoleMetrics
 from rprm_ray import batches
 from rprm_ray.config import TrainerConfig
+from rprm_ray.training import cpu_threads_per_rank
 
 ROLE = "Trainer"
 
@@ -37,6 +38,10 @@ class Trainer:
         self.rank, self.world_size, self.cfg, self.model_dir = rank, world_size, cfg, model_dir
         self.core = None
         self.metrics = RoleMetrics("trainer")
+
+    def node_cpus(self) -> tuple[str, int]:
+        """This rank's node and its CPU count: how the group splits cores among co-located ranks."""
+        return ray.util.get_node_ip_address(), os.cpu_count() or 1
 
     def rendezvous_address(self) -> tuple[str, int]:
         """Rank 0's node address and a free port there: where the other ranks meet it."""
@@ -80,6 +85,9 @@ class Trainer:
     def weights_checksum(self) -> str:
         return self.core.weights_checksum()
 
+    def torch_threads(self) -> int:
+        return self.core.num_threads
+
     def _record(self, rows: int, out: dict[str, Any]) -> None:
         self.metrics.rows(rows, 0)
         if "loss" in out:
@@ -96,13 +104,18 @@ class TrainerGroup:
         self.cfg = cfg
         world = cfg.num_workers
         options = dict(num_cpus=cfg.num_cpus_per_worker, num_gpus=cfg.num_gpus_per_worker)
-        threads = max(1, int(cfg.num_cpus_per_worker)) if cfg.num_gpus_per_worker else (os.cpu_count() or 1)
         self.workers = [
             Trainer.options(name=f"{name}-rank{rank}", **options).remote(model_dir, cfg, rank, world)
             for rank in range(world)
         ]
+        if cfg.num_gpus_per_worker:
+            threads = [max(1, int(cfg.num_cpus_per_worker))] * world
+        else:
+            # CPU ranks use their node's cores (the engines' CPU reservations sit idle while a
+            # trainer runs), shared among the ranks on that node.
+            threads = cpu_threads_per_rank(ray.get([w.node_cpus.remote() for w in self.workers]))
         master_addr, master_port = ray.get(self.workers[0].rendezvous_address.remote())
-        ray.get([w.setup.remote(master_addr, master_port, threads) for w in self.workers])
+        ray.get([w.setup.remote(master_addr, master_port, n) for w, n in zip(self.workers, threads, strict=True)])
 
     def _all(self, method: str, *args, **kwargs) -> Any:
         refs = [getattr(w, method).remote(*args, **kwargs) for w in self.workers]
@@ -119,6 +132,13 @@ class TrainerGroup:
 
     def save(self, out_dir: str | Path) -> str:
         return self._all("save", str(out_dir))
+
+    def rank_checksums(self) -> list[str]:
+        """Every rank's weights checksum: data-parallel ranks hold the same weights after each step."""
+        return ray.get([w.weights_checksum.remote() for w in self.workers])
+
+    def rank_threads(self) -> list[int]:
+        return ray.get([w.torch_threads.remote() for w in self.workers])
 
     def shutdown(self) -> None:
         for w in self.workers:
