@@ -287,6 +287,9 @@ class BootstrapConfig(_Strict):
     policy_sft_steps: int = Field(1500, ge=0)
     judge_sft_steps: int = Field(2500, ge=0)
     judge_mix_policy_data: bool = True
+    # The judge's SFT packs its micro batches (null: trainer.pack_sequences). Its rows vary in
+    # length, so packing saves compute there; the policy's short rows gain nothing from it.
+    judge_pack_sequences: bool | None = None
     pairwise_judge_examples: int = Field(4000, ge=0)  # PSRLM EFT-style examples mixed into M1
 
 

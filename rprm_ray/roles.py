@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rprm_ray.config import Recipe
+from rprm_ray.config import Recipe, TrainerConfig
 
 log = logging.getLogger("rprm_ray.roles")
 
@@ -85,11 +85,12 @@ class Roles:
         return self._pair_builder
 
     # ---- Trainer --------------------------------------------------------------------------
-    def trainer(self, model_dir: str | Path, name: str) -> Any:
-        """A DeepSpeed trainer group initialised from `model_dir`; the caller shuts it down."""
+    def trainer(self, model_dir: str | Path, name: str, cfg: TrainerConfig | None = None) -> Any:
+        """A DeepSpeed trainer group initialised from `model_dir` (with `cfg`, default the recipe's
+        trainer); the caller shuts it down."""
         from actors.trainer import TrainerGroup
 
-        return TrainerGroup(model_dir, self.recipe.trainer, name=name)
+        return TrainerGroup(model_dir, cfg or self.recipe.trainer, name=name)
 
     def shutdown(self) -> None:
         import ray

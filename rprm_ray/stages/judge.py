@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rprm_ray import batches, pairs, teachers
-from rprm_ray.config import SamplingConfig
+from rprm_ray.config import Recipe, SamplingConfig, TrainerConfig
 from rprm_ray.evaluation.processbench import harmonic_f1, predicted_first_error
 from rprm_ray.judging import step_score_rows
 from rprm_ray.loop import Run, StageResult
@@ -85,14 +85,23 @@ def judge_seed_stage(run: Run) -> StageResult:
     )
 
 
+def judge_sft_trainer(recipe: Recipe) -> TrainerConfig:
+    """The recipe's trainer, packing as `bootstrap.judge_pack_sequences` says (null: as the trainer)."""
+    pack = recipe.bootstrap.judge_pack_sequences
+    if pack is None or pack == recipe.trainer.pack_sequences:
+        return recipe.trainer
+    return recipe.trainer.model_copy(update={"pack_sequences": pack})
+
+
 def judge_sft_stage(run: Run) -> StageResult:
     r = run.recipe
     table = run.table("iter_0/judge_seed", "judge_sft", "sft_examples")
     init = Path(run.state["policy_dir"]) if "policy_dir" in run.state else base_model(run, "judge")
+    trainer = judge_sft_trainer(r)
     key = cache_key("judge-sft", r.task.model_dump(mode="json"), r.models.judge.model_dump(mode="json"),
-                    r.models.teacher.model_dump(mode="json"), r.trainer.model_dump(mode="json"),
+                    r.models.teacher.model_dump(mode="json"), trainer.model_dump(mode="json"),
                     r.bootstrap.model_dump(mode="json"), r.pairs.seed, str(init), r.seed)
-    out, metrics = cached_sft(run, key, init, table, r.bootstrap.judge_sft_steps, "judge-sft")
+    out, metrics = cached_sft(run, key, init, table, r.bootstrap.judge_sft_steps, "judge-sft", trainer)
     return StageResult(metrics=metrics, state={"judge_dir": str(out), "judge_sft_dir": str(out)})
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from rprm_ray import tiny
+from rprm_ray.config import TrainerConfig
 from rprm_ray.loop import Run
 
 
@@ -27,8 +28,9 @@ def base_model(run: Run, which: str) -> Path:
     return Path(tiny.ensure_model(spec, run.recipe.model_cache, key, seed=run.recipe.seed))
 
 
-def train_sft(run: Run, init_dir: Path, table: pa.Table, steps: int, out_dir: Path, name: str) -> dict[str, Any]:
-    trainer = run.roles.trainer(init_dir, name=name)
+def train_sft(run: Run, init_dir: Path, table: pa.Table, steps: int, out_dir: Path, name: str,
+              trainer_cfg: TrainerConfig | None = None) -> dict[str, Any]:
+    trainer = run.roles.trainer(init_dir, name=name, cfg=trainer_cfg)
     try:
         metrics = trainer.sft(table, steps=steps)
         checksum = trainer.save(out_dir)
@@ -67,9 +69,10 @@ def table_fingerprint(table: pa.Table) -> str:
     return hashlib.sha256(sink.getvalue()).hexdigest()[:8]
 
 
-def cached_sft(run: Run, key: str, init_dir: Path, table: pa.Table, steps: int, name: str) -> tuple[Path, dict]:
+def cached_sft(run: Run, key: str, init_dir: Path, table: pa.Table, steps: int, name: str,
+               trainer_cfg: TrainerConfig | None = None) -> tuple[Path, dict]:
     """SFT into the model cache under `key` + the data's fingerprint, or reuse an earlier run's
-    result with the same."""
+    result with the same. `trainer_cfg` (default the recipe's trainer) must be part of `key`."""
     out_dir = Path(run.recipe.model_cache) / f"{key}-{table_fingerprint(table)}"
     info = out_dir / "train_metrics.json"
     if tiny.is_complete(out_dir) and info.is_file():
@@ -77,7 +80,7 @@ def cached_sft(run: Run, key: str, init_dir: Path, table: pa.Table, steps: int, 
         return out_dir, {**json.loads(info.read_text()), "reused": True}
     if out_dir.exists():
         shutil.rmtree(out_dir)  # an interrupted earlier attempt
-    metrics = train_sft(run, init_dir, table, steps, out_dir, name)
+    metrics = train_sft(run, init_dir, table, steps, out_dir, name, trainer_cfg)
     info.write_text(json.dumps(metrics))
     return out_dir, {**metrics, "reused": False}
 

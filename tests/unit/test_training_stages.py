@@ -65,3 +65,21 @@ def test_rprm_mode_searches_nothing_so_holds_out_only_the_judge_dpo_problems(tmp
     train = data.problems(run, "train").column("problem_id").to_pylist()
     assert iteration_problem_ids(run) == []
     assert judge.judge_sft_held_out_ids(run) == set(train[:8])
+
+
+def test_the_judge_sft_packs_as_the_bootstrap_says_and_leaves_the_policy_trainer_alone() -> None:
+    from pathlib import Path
+
+    from rprm_ray.config import load_recipe
+    from rprm_ray.stages.judge import judge_sft_trainer
+
+    path = Path(__file__).resolve().parents[2] / "recipes" / "tiny_arith.yaml"
+    as_trainer = load_recipe(path, ["trainer.pack_sequences=true"])
+    assert judge_sft_trainer(as_trainer).pack_sequences is True
+    judge_only = load_recipe(path, ["bootstrap.judge_pack_sequences=true"])
+    assert judge_sft_trainer(judge_only).pack_sequences is True
+    assert judge_only.trainer.pack_sequences is False
+    assert judge_sft_trainer(judge_only).model_dump(exclude={"pack_sequences"}) == \
+        judge_only.trainer.model_dump(exclude={"pack_sequences"})
+    assert judge_sft_trainer(load_recipe(path, ["trainer.pack_sequences=true",
+                                                "bootstrap.judge_pack_sequences=false"])).pack_sequences is False
