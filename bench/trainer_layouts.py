@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny_arith.yaml"
 LAYOUTS = {
     "1 rank, padded": {"num_workers": 1, "micro": 64, "pack": False},
     "2 ranks, padded": {"num_workers": 2, "micro": 32, "pack": False},
@@ -37,8 +38,7 @@ def sft_table(data: str, run: Path | None):
         if run is None:
             raise SystemExit("--data judge needs --run (a finished run's iter_0/judge_seed/judge_sft.parquet)")
         return pq.read_table(run / "iter_0" / "judge_seed" / "judge_sft.parquet")
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "tiny_arith.yaml")
-    train, _ = arith.make_splits(recipe.task)
+    train, _ = arith.make_splits(load_recipe(RECIPE).task)
     return arith.policy_sft_table(train)
 
 
@@ -46,7 +46,7 @@ def steps_per_s(model: Path, table, layout: dict, steps: int) -> float:
     from actors.trainer import TrainerGroup
     from rprm_ray.config import load_recipe
 
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "tiny_arith.yaml", [
+    recipe = load_recipe(RECIPE, [
         f"trainer.num_workers={layout['num_workers']}", f"trainer.micro_batch_size_per_device={layout['micro']}",
         f"trainer.pack_sequences={str(layout['pack']).lower()}", "trainer.num_cpus_per_worker=0"])
     group = TrainerGroup(model, recipe.trainer, name="bench")

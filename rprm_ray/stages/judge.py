@@ -88,9 +88,7 @@ def judge_seed_stage(run: Run) -> StageResult:
 def judge_sft_trainer(recipe: Recipe) -> TrainerConfig:
     """The recipe's trainer, packing as `bootstrap.judge_pack_sequences` says (null: as the trainer)."""
     pack = recipe.bootstrap.judge_pack_sequences
-    if pack is None or pack == recipe.trainer.pack_sequences:
-        return recipe.trainer
-    return recipe.trainer.model_copy(update={"pack_sequences": pack})
+    return recipe.trainer if pack is None else recipe.trainer.model_copy(update={"pack_sequences": pack})
 
 
 def judge_sft_stage(run: Run) -> StageResult:
