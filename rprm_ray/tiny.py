@@ -2,7 +2,10 @@
 
 The tokenizer is byte-level BPE with no merges: every byte is one token, so any text round-trips
 exactly and the tiny models learn a character-level task. Special tokens: `<pad>` (0), `<s>` (1),
-`</s>` (2); bytes follow from id 3.
+`</s>` (2); bytes follow from id 3. One added token (id 259, not special: it decodes as its text)
+is the R-PRM verdict prefix `Verification: Is the step correct (Yes/No)?`: byte by byte it was 43
+of a compact critique's ~100 tokens, a fixed string the judge spent that share of its SFT compute
+and decoding steps on (a real model's BPE writes it in about a dozen tokens).
 
 BOS policy: `<s>` is NEVER added automatically (the tokenizer has no post-processor). Training,
 transformers generation and vLLM all call the same tokenizer, so a prompt is always the same ids
@@ -19,6 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rprm_ray.prompts import VERDICT_PREFIX
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
@@ -27,25 +32,31 @@ if TYPE_CHECKING:
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 SPECIAL_TOKENS = (PAD, BOS, EOS)
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
-VOCAB_SIZE = len(SPECIAL_TOKENS) + 256
+VERDICT_TOKEN_ID = len(SPECIAL_TOKENS) + 256
+VOCAB_SIZE = VERDICT_TOKEN_ID + 1
+# Part of every tiny base model's cache key: a model built for another vocabulary is never reused.
+TOKENIZER_VERSION = 2
 _COMPLETE_MARKER = "tiny_model.json"  # written last: a directory without it is an interrupted build
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level tokenizer, one token per byte plus the three special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    """Byte-level tokenizer: one token per byte, the three special tokens and the verdict prefix."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for ch in sorted(ByteLevel.alphabet(), key=_byte_of):
         vocab[ch] = len(vocab)
-    assert len(vocab) == VOCAB_SIZE, len(vocab)
+    assert len(vocab) == VERDICT_TOKEN_ID, len(vocab)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     # use_regex=False: with no merges the GPT-2 split regex changes nothing, it only costs time.
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(list(SPECIAL_TOKENS))
+    # normalized=False: matched on the raw text, so the prefix always encodes to this one id.
+    tok.add_tokens([AddedToken(VERDICT_PREFIX, normalized=False, special=False)])
+    assert tok.get_vocab_size() == VOCAB_SIZE, tok.get_vocab_size()
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token=PAD,

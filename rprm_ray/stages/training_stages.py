@@ -24,7 +24,7 @@ def cache_key(kind: str, *parts: Any) -> str:
 def base_model(run: Run, which: str) -> Path:
     """The untrained starting point of `which` ("policy" / "judge"): built once, then reused."""
     spec = run.recipe.models.policy if which == "policy" else run.recipe.models.judge
-    key = cache_key(f"base-{which}", spec.model_dump(mode="json"), run.recipe.seed)
+    key = cache_key(f"base-{which}", spec.model_dump(mode="json"), run.recipe.seed, tiny.TOKENIZER_VERSION)
     return Path(tiny.ensure_model(spec, run.recipe.model_cache, key, seed=run.recipe.seed))
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from rprm_ray.prompts import VERDICT_PREFIX
+from rprm_ray.tiny import VERDICT_TOKEN_ID
+
 pytestmark = pytest.mark.integration
 
 
@@ -37,6 +40,22 @@ def test_vllm_round_trips_ascii_text_incrementally(vllm_engine) -> None:
 
     out = vllm_engine.generate(["Q:1+2\n"], SamplingParams(temperature=0.0, max_tokens=20), use_tqdm=False)
     comp = out[0].outputs[0]
+    if VERDICT_TOKEN_ID in comp.token_ids:  # the one multi-byte token: not a byte
+        return
     raw = bytes(t - 3 for t in comp.token_ids if t >= 3)
     if raw.isascii():
         assert comp.text == raw.decode("ascii")
+
+
+def test_vllm_reads_and_writes_the_verdict_prefix_as_one_token(vllm_engine) -> None:
+    """The judge's stop string is the verdict prefix: written as its one token, vLLM must detokenize
+    it to the prefix text and stop there; in a prompt it must encode to that token."""
+    from vllm import SamplingParams
+
+    forced = SamplingParams(temperature=0.0, max_tokens=4, allowed_token_ids=[VERDICT_TOKEN_ID],
+                            stop=[VERDICT_PREFIX], include_stop_str_in_output=True)
+    comp = vllm_engine.generate(["V:Y\n"], forced, use_tqdm=False)[0].outputs[0]
+    assert list(comp.token_ids) == [VERDICT_TOKEN_ID]
+    assert comp.text == VERDICT_PREFIX and comp.finish_reason == "stop"
+    out = vllm_engine.generate(["V:N\n" + VERDICT_PREFIX], SamplingParams(max_tokens=1), use_tqdm=False)[0]
+    assert list(out.prompt_token_ids) == [b + 3 for b in b"V:N\n"] + [VERDICT_TOKEN_ID]

@@ -13,7 +13,7 @@ from rprm_ray.config import ModelSpec, TinyModelConfig
     "text",
     ["Q:(3+4)*2\n3+4=7\n7*2=14\nA:14\n", " leading space", "tabs\tand\r\nCRLF", "é ü ∑ 数", ""],
 )
-def test_tokenizer_round_trips_and_has_one_token_per_byte(text: str) -> None:
+def test_tokenizer_round_trips_and_has_one_token_per_byte_outside_the_verdict_prefix(text: str) -> None:
     from rprm_ray.tiny import build_tokenizer
 
     tok = build_tokenizer()
@@ -25,12 +25,27 @@ def test_tokenizer_round_trips_and_has_one_token_per_byte(text: str) -> None:
         assert "".join(tok.decode([i]) for i in ids) == text
 
 
+def test_verdict_prefix_is_one_token_and_round_trips() -> None:
+    from rprm_ray.prompts import VERDICT_PREFIX, verdict_line
+    from rprm_ray.tiny import VERDICT_TOKEN_ID, build_tokenizer
+
+    tok = build_tokenizer()
+    text = "C:11= 22=\nV:N\n" + verdict_line("No")
+    ids = tok.encode(text)
+    assert ids.count(VERDICT_TOKEN_ID) == 1
+    assert len(ids) == len(text.encode()) - len(VERDICT_PREFIX) + 1
+    assert tok.decode(ids) == text
+    assert "".join(tok.decode([i]) for i in ids) == text
+    # Only the whole prefix is the token: a part of it stays bytes.
+    assert VERDICT_TOKEN_ID not in tok.encode(VERDICT_PREFIX[:-1])
+
+
 def test_tokenizer_special_tokens_and_no_automatic_bos() -> None:
     from rprm_ray.tiny import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, build_tokenizer
 
     tok = build_tokenizer()
     assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (PAD_ID, BOS_ID, EOS_ID)
-    assert len(tok) == VOCAB_SIZE == 259
+    assert len(tok) == VOCAB_SIZE == 260
     assert tok("ab")["input_ids"] == tok.encode("ab", add_special_tokens=False)
     assert tok.encode("A") == [3 + ord("A")]
     assert tok.decode([ord("x") + 3, EOS_ID], skip_special_tokens=True) == "x"
