@@ -2,10 +2,15 @@
 
 The tokenizer is byte-level BPE with no merges: every byte is one token, so any text round-trips
 exactly and the tiny models learn a character-level task. Special tokens: `<pad>` (0), `<s>` (1),
-`</s>` (2); bytes follow from id 3. One added token (id 259, not special: it decodes as its text)
-is the R-PRM verdict prefix `Verification: Is the step correct (Yes/No)?`: byte by byte it was 43
-of a compact critique's ~100 tokens, a fixed string the judge spent that share of its SFT compute
-and decoding steps on (a real model's BPE writes it in about a dozen tokens).
+`</s>` (2); bytes follow from id 3.
+
+Judges get one more token (id 259, not special: it decodes as its text): the R-PRM verdict prefix
+`Verification: Is the step correct (Yes/No)?`. Byte by byte it was 43 of a compact critique's ~100
+tokens, a fixed string the judge spent that share of its SFT compute and decoding steps on (a real
+model's BPE writes it in about a dozen tokens). Policies keep the plain byte vocabulary: they never
+write the verdict line, and a 260-row embedding changes a policy's initial weights and with them
+its SFT trajectory (measured: M1 56.0% instead of 73.75%). A judge started from a trained policy
+gets the token appended (`with_verdict_token`).
 
 BOS policy: `<s>` is NEVER added automatically (the tokenizer has no post-processor). Training,
 transformers generation and vLLM all call the same tokenizer, so a prompt is always the same ids
@@ -25,6 +30,8 @@ from typing import TYPE_CHECKING
 from rprm_ray.prompts import VERDICT_PREFIX
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from transformers import PreTrainedTokenizerFast
 
     from rprm_ray.config import ModelSpec, TinyModelConfig
@@ -32,15 +39,15 @@ if TYPE_CHECKING:
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 SPECIAL_TOKENS = (PAD, BOS, EOS)
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
-VERDICT_TOKEN_ID = len(SPECIAL_TOKENS) + 256
-VOCAB_SIZE = VERDICT_TOKEN_ID + 1
-# Part of every tiny base model's cache key: a model built for another vocabulary is never reused.
-TOKENIZER_VERSION = 2
+VOCAB_SIZE = len(SPECIAL_TOKENS) + 256
+VERDICT_TOKEN_ID = VOCAB_SIZE
+JUDGE_VOCAB_SIZE = VOCAB_SIZE + 1
 _COMPLETE_MARKER = "tiny_model.json"  # written last: a directory without it is an interrupted build
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level tokenizer: one token per byte, the three special tokens and the verdict prefix."""
+def build_tokenizer(verdict_token: bool = False) -> PreTrainedTokenizerFast:
+    """Byte-level tokenizer: one token per byte and the three special tokens; with
+    `verdict_token`, the verdict prefix as one token too (a judge's)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers import PreTrainedTokenizerFast
@@ -48,15 +55,16 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for ch in sorted(ByteLevel.alphabet(), key=_byte_of):
         vocab[ch] = len(vocab)
-    assert len(vocab) == VERDICT_TOKEN_ID, len(vocab)
+    assert len(vocab) == VOCAB_SIZE, len(vocab)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     # use_regex=False: with no merges the GPT-2 split regex changes nothing, it only costs time.
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(list(SPECIAL_TOKENS))
-    # normalized=False: matched on the raw text, so the prefix always encodes to this one id.
-    tok.add_tokens([AddedToken(VERDICT_PREFIX, normalized=False, special=False)])
-    assert tok.get_vocab_size() == VOCAB_SIZE, tok.get_vocab_size()
+    if verdict_token:
+        # normalized=False: matched on the raw text, so the prefix always encodes to this one id.
+        tok.add_tokens([AddedToken(VERDICT_PREFIX, normalized=False, special=False)])
+        assert tok.get_vocab_size() == JUDGE_VOCAB_SIZE, tok.get_vocab_size()
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token=PAD,
@@ -83,8 +91,10 @@ def _unprintable_bytes() -> list[int]:
     return [b for b in range(256) if b not in printable]
 
 
-def build_tiny_model(tiny_cfg: TinyModelConfig, out_dir: str | Path, seed: int = 0) -> Path:
-    """Write a randomly initialised tiny Llama (safetensors) plus the tokenizer into `out_dir`.
+def build_tiny_model(tiny_cfg: TinyModelConfig, out_dir: str | Path, seed: int = 0,
+                     verdict_token: bool = False) -> Path:
+    """Write a randomly initialised tiny Llama (safetensors) plus the tokenizer into `out_dir`
+    (with `verdict_token`: a judge's, one row more).
 
     head_dim is fixed at 64 because vLLM's CPU attention rejects smaller heads (TinyModelConfig
     validates hidden_size / num_heads == 64). Embeddings are tied to the LM head."""
@@ -94,7 +104,7 @@ def build_tiny_model(tiny_cfg: TinyModelConfig, out_dir: str | Path, seed: int =
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = LlamaConfig(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=JUDGE_VOCAB_SIZE if verdict_token else VOCAB_SIZE,
         hidden_size=tiny_cfg.hidden_size,
         intermediate_size=tiny_cfg.intermediate_size,
         num_hidden_layers=tiny_cfg.num_layers,
@@ -115,28 +125,56 @@ def build_tiny_model(tiny_cfg: TinyModelConfig, out_dir: str | Path, seed: int =
     model.generation_config.eos_token_id = EOS_ID
     model.generation_config.bos_token_id = BOS_ID
     model.save_pretrained(out, safe_serialization=True)
-    build_tokenizer().save_pretrained(out)
+    build_tokenizer(verdict_token).save_pretrained(out)
     return out
 
 
-def ensure_model(spec: ModelSpec, cache_root: str | Path, key: str, seed: int = 0) -> Path | str:
+def ensure_model(spec: ModelSpec, cache_root: str | Path, key: str, seed: int = 0,
+                 verdict_token: bool = False) -> Path | str:
     """The model a spec names: a tiny one is built once into `cache_root/key` and reused; a hub
-    name or directory is returned unchanged (engines load those themselves).
-
-    The build goes to a temporary sibling directory renamed into place, so a crash never leaves a
-    half-written model that a later run would mistake for a finished one."""
+    name or directory is returned unchanged (engines load those themselves)."""
     if not spec.is_tiny:
         return spec.name_or_path
-    target = Path(cache_root) / key
+    info = {"tiny": spec.tiny.model_dump(), "seed": seed, "verdict_token": verdict_token}
+    return _build_once(Path(cache_root) / key, info,
+                       lambda tmp: build_tiny_model(spec.tiny, tmp, seed=seed, verdict_token=verdict_token))
+
+
+def with_verdict_token(model_dir: str | Path, cache_root: str | Path) -> Path:
+    """A judge's starting point from a trained tiny policy: its weights with the verdict-prefix
+    token appended (its embedding row the mean of the others), built once into the cache."""
+    src = Path(model_dir)
+    return _build_once(Path(cache_root) / f"{src.name}-verdict-token", {"from": str(src)},
+                       lambda tmp: _append_verdict_token(src, tmp))
+
+
+def _append_verdict_token(src: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    rows = model.get_input_embeddings().num_embeddings
+    if rows != VOCAB_SIZE:
+        raise ValueError(f"{src}: not a tiny byte-vocabulary model ({rows} embedding rows, expected {VOCAB_SIZE})")
+    model.resize_token_embeddings(JUDGE_VOCAB_SIZE, mean_resizing=False)
+    with torch.no_grad():
+        weight = model.get_input_embeddings().weight
+        weight[VERDICT_TOKEN_ID] = weight[:VOCAB_SIZE].mean(dim=0)
+    model.save_pretrained(out, safe_serialization=True)
+    build_tokenizer(verdict_token=True).save_pretrained(out)
+
+
+def _build_once(target: Path, info: dict, build: Callable[[Path], object]) -> Path:
+    """`build(tmp)` into a temporary sibling of `target` renamed into place, unless `target` is
+    complete already: a crash never leaves a half-written model that a later run would mistake
+    for a finished one."""
     if (target / _COMPLETE_MARKER).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        build_tiny_model(spec.tiny, tmp, seed=seed)
-        (tmp / _COMPLETE_MARKER).write_text(
-            json.dumps({"tiny": spec.tiny.model_dump(), "seed": seed}, indent=2)
-        )
+        build(tmp)
+        (tmp / _COMPLETE_MARKER).write_text(json.dumps(info, indent=2))
         if target.exists():  # an interrupted earlier build
             shutil.rmtree(target)
         os.replace(tmp, target)

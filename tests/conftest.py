@@ -27,11 +27,12 @@ def shared_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised tiny Llama (hidden 128, 2 heads of 64, 2 layers) + byte tokenizer,
-    loadable by transformers and vLLM. Untrained: its generations are noise."""
+    loadable by transformers and vLLM. Untrained: its generations are noise. A judge's vocabulary
+    (the bytes and the verdict-prefix token), so the engines' tests cover that token too."""
     from rprm_ray.config import TinyModelConfig
     from rprm_ray.tiny import build_tiny_model
 
-    return build_tiny_model(TinyModelConfig(), tmp_path_factory.mktemp("tiny_model"), seed=0)
+    return build_tiny_model(TinyModelConfig(), tmp_path_factory.mktemp("tiny_model"), seed=0, verdict_token=True)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rprm_ray import batches, pairs, teachers
+from rprm_ray import batches, pairs, teachers, tiny
 from rprm_ray.config import Recipe, SamplingConfig, TrainerConfig
 from rprm_ray.evaluation.processbench import harmonic_f1, predicted_first_error
 from rprm_ray.judging import step_score_rows
@@ -91,10 +91,21 @@ def judge_sft_trainer(recipe: Recipe) -> TrainerConfig:
     return recipe.trainer if pack is None else recipe.trainer.model_copy(update={"pack_sequences": pack})
 
 
+def judge_init(run: Run) -> Path:
+    """The judge's SFT starts from the trained policy (M1) when there is one, else from its base;
+    a tiny policy's weights get the judge's verdict-prefix token first (tiny.py)."""
+    if "policy_dir" not in run.state:
+        return base_model(run, "judge")
+    policy_dir = Path(run.state["policy_dir"])
+    if not run.recipe.models.policy.is_tiny:
+        return policy_dir
+    return tiny.with_verdict_token(policy_dir, run.recipe.model_cache)
+
+
 def judge_sft_stage(run: Run) -> StageResult:
     r = run.recipe
     table = run.table("iter_0/judge_seed", "judge_sft", "sft_examples")
-    init = Path(run.state["policy_dir"]) if "policy_dir" in run.state else base_model(run, "judge")
+    init = judge_init(run)
     trainer = judge_sft_trainer(r)
     key = cache_key("judge-sft", r.task.model_dump(mode="json"), r.models.judge.model_dump(mode="json"),
                     r.models.teacher.model_dump(mode="json"), trainer.model_dump(mode="json"),

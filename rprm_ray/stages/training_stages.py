@@ -22,10 +22,12 @@ def cache_key(kind: str, *parts: Any) -> str:
 
 
 def base_model(run: Run, which: str) -> Path:
-    """The untrained starting point of `which` ("policy" / "judge"): built once, then reused."""
+    """The untrained starting point of `which` ("policy" / "judge"): built once, then reused. A
+    tiny judge's vocabulary has the verdict-prefix token (tiny.py)."""
     spec = run.recipe.models.policy if which == "policy" else run.recipe.models.judge
-    key = cache_key(f"base-{which}", spec.model_dump(mode="json"), run.recipe.seed, tiny.TOKENIZER_VERSION)
-    return Path(tiny.ensure_model(spec, run.recipe.model_cache, key, seed=run.recipe.seed))
+    judge = which == "judge"
+    key = cache_key(f"base-{which}", spec.model_dump(mode="json"), run.recipe.seed, *(["verdict-token"] if judge else []))
+    return Path(tiny.ensure_model(spec, run.recipe.model_cache, key, seed=run.recipe.seed, verdict_token=judge))
 
 
 def train_sft(run: Run, init_dir: Path, table: pa.Table, steps: int, out_dir: Path, name: str,

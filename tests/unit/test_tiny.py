@@ -13,7 +13,7 @@ from rprm_ray.config import ModelSpec, TinyModelConfig
     "text",
     ["Q:(3+4)*2\n3+4=7\n7*2=14\nA:14\n", " leading space", "tabs\tand\r\nCRLF", "é ü ∑ 数", ""],
 )
-def test_tokenizer_round_trips_and_has_one_token_per_byte_outside_the_verdict_prefix(text: str) -> None:
+def test_tokenizer_round_trips_and_has_one_token_per_byte(text: str) -> None:
     from rprm_ray.tiny import build_tokenizer
 
     tok = build_tokenizer()
@@ -25,11 +25,13 @@ def test_tokenizer_round_trips_and_has_one_token_per_byte_outside_the_verdict_pr
         assert "".join(tok.decode([i]) for i in ids) == text
 
 
-def test_verdict_prefix_is_one_token_and_round_trips() -> None:
+def test_judge_tokenizer_has_the_verdict_prefix_as_one_token_and_round_trips() -> None:
     from rprm_ray.prompts import VERDICT_PREFIX, verdict_line
-    from rprm_ray.tiny import VERDICT_TOKEN_ID, build_tokenizer
+    from rprm_ray.tiny import JUDGE_VOCAB_SIZE, VERDICT_TOKEN_ID, build_tokenizer
 
-    tok = build_tokenizer()
+    assert VERDICT_TOKEN_ID not in build_tokenizer().encode(verdict_line("No"))
+    tok = build_tokenizer(verdict_token=True)
+    assert len(tok) == JUDGE_VOCAB_SIZE == 260
     text = "C:11= 22=\nV:N\n" + verdict_line("No")
     ids = tok.encode(text)
     assert ids.count(VERDICT_TOKEN_ID) == 1
@@ -45,7 +47,7 @@ def test_tokenizer_special_tokens_and_no_automatic_bos() -> None:
 
     tok = build_tokenizer()
     assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (PAD_ID, BOS_ID, EOS_ID)
-    assert len(tok) == VOCAB_SIZE == 260
+    assert len(tok) == VOCAB_SIZE == 259
     assert tok("ab")["input_ids"] == tok.encode("ab", add_special_tokens=False)
     assert tok.encode("A") == [3 + ord("A")]
     assert tok.decode([ord("x") + 3, EOS_ID], skip_special_tokens=True) == "x"
@@ -84,6 +86,32 @@ def test_ensure_model_builds_once_and_passes_hub_names_through(tmp_path) -> None
     assert ensure_model(ModelSpec(name_or_path="Qwen/Qwen2.5-Math-7B"), tmp_path, "x") == (
         "Qwen/Qwen2.5-Math-7B"
     )
+
+
+def test_with_verdict_token_appends_one_row_and_keeps_the_policy_outputs(tmp_path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rprm_ray.prompts import VERDICT_PREFIX
+    from rprm_ray.tiny import JUDGE_VOCAB_SIZE, VERDICT_TOKEN_ID, VOCAB_SIZE, build_tiny_model, with_verdict_token
+
+    policy_dir = build_tiny_model(TinyModelConfig(), tmp_path / "policy-sft-x", seed=1)
+    judge_dir = with_verdict_token(policy_dir, tmp_path / "cache")
+    assert judge_dir.name == "policy-sft-x-verdict-token"
+    stamp = (judge_dir / "model.safetensors").stat().st_mtime_ns
+    assert with_verdict_token(policy_dir, tmp_path / "cache") == judge_dir
+    assert (judge_dir / "model.safetensors").stat().st_mtime_ns == stamp  # built once
+    policy = AutoModelForCausalLM.from_pretrained(policy_dir)
+    judge = AutoModelForCausalLM.from_pretrained(judge_dir)
+    rows = judge.get_input_embeddings().weight
+    assert rows.shape[0] == JUDGE_VOCAB_SIZE
+    torch.testing.assert_close(rows[:VOCAB_SIZE], policy.get_input_embeddings().weight)
+    torch.testing.assert_close(rows[VERDICT_TOKEN_ID], rows[:VOCAB_SIZE].mean(dim=0))
+    ids = torch.tensor([AutoTokenizer.from_pretrained(policy_dir).encode("Q:12+7\n")])
+    torch.testing.assert_close(judge(input_ids=ids).logits[..., :VOCAB_SIZE], policy(input_ids=ids).logits)
+    assert AutoTokenizer.from_pretrained(judge_dir).encode(VERDICT_PREFIX) == [VERDICT_TOKEN_ID]
+    with pytest.raises(ValueError, match="not a tiny byte-vocabulary model"):
+        with_verdict_token(judge_dir, tmp_path / "cache")
 
 
 def test_tiny_config_rejects_head_dim_other_than_64() -> None:

@@ -83,3 +83,22 @@ def test_the_judge_sft_packs_as_the_bootstrap_says_and_leaves_the_policy_trainer
         judge_only.trainer.model_dump(exclude={"pack_sequences"})
     assert judge_sft_trainer(load_recipe(path, ["trainer.pack_sequences=true",
                                                 "bootstrap.judge_pack_sequences=false"])).pack_sequences is False
+
+
+def test_the_judge_starts_from_the_policy_with_the_verdict_token_or_from_its_own_base(tmp_path) -> None:
+    from transformers import AutoTokenizer
+
+    from rprm_ray import tiny
+    from rprm_ray.config import TinyModelConfig
+    from rprm_ray.stages.judge import judge_init
+
+    run = _run_with_data(tmp_path, "task.train_problems=10", f"model_cache={tmp_path / 'models'}")
+    base = judge_init(run)  # no trained policy yet: the judge's own base, with the token
+    assert base.name.startswith("base-judge-")
+    assert len(AutoTokenizer.from_pretrained(base)) == tiny.JUDGE_VOCAB_SIZE
+    policy_dir = tiny.build_tiny_model(TinyModelConfig(), tmp_path / "models" / "policy-sft-x", seed=0)
+    run.state["policy_dir"] = str(policy_dir)
+    assert judge_init(run) == tmp_path / "models" / "policy-sft-x-verdict-token"
+    run.recipe = run.recipe.model_copy(update={"models": run.recipe.models.model_copy(update={
+        "policy": run.recipe.models.policy.model_copy(update={"name_or_path": str(policy_dir)})})})
+    assert judge_init(run) == policy_dir  # not a tiny spec: the policy's own vocabulary
