@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	$(PY) -c "import vllm, ray, deepspeed, transformers, torch; print('stack ok: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__, 'deepspeed', deepspeed.__version__)"
 	@# DeepSpeed JIT-compiles its CPU communication op when a trainer first starts (~40 s on 2 cores);
-	@# built here, no run pays for it, and no run killed mid-build leaves the lock that hangs the next.
-	$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
+	@# built here (into this environment's own directory, training.torch_extensions_dir), no run pays
+	@# for it, and no run killed mid-build leaves the lock that hangs the next.
+	$(PY) -c "from rprm_ray.training import use_own_torch_extensions_dir as own; own(); from deepspeed.comm.torch import build_shm_op; build_shm_op()"
 	@touch $(STAMP)
 
 # Each demo is a new run directory (runs/<recipe name>-<time>); trained models are cached under

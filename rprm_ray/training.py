@@ -235,7 +235,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def torch_extensions_dir() -> Path:
+    """Where this Python environment's DeepSpeed builds its JIT ops: a directory of its own.
+
+    torch's default, ~/.cache/torch_extensions/py311_cpu/<op>, is one directory for every
+    environment, and the op is rebuilt (~30 s on 2 cores) whenever its source path differs from the
+    last build's: two checkouts (or a run directory with a linked .venv) alternating rebuilt it at
+    every trainer start, and two starting together wait on each other's build lock. Keyed by the
+    path DeepSpeed is imported from, which is what the build records."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("deepspeed")
+    origin = str(Path(spec.origin).parent) if spec and spec.origin else "no-deepspeed"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "torch_extensions" / f"rprm-ray-{hashlib.sha256(origin.encode()).hexdigest()[:12]}"
+
+
+def use_own_torch_extensions_dir() -> None:
+    """Point TORCH_EXTENSIONS_DIR at `torch_extensions_dir()`, unless the user set it."""
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
+
+
 def _init_distributed(backend: str) -> str:
+    use_own_torch_extensions_dir()  # before DeepSpeed builds or loads its CPU comm op
     import deepspeed
     import torch
 
