@@ -20,6 +20,7 @@ stop token (`eos_token_id`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -142,9 +143,11 @@ def ensure_model(spec: ModelSpec, cache_root: str | Path, key: str, seed: int = 
 
 def with_verdict_token(model_dir: str | Path, cache_root: str | Path) -> Path:
     """A judge's starting point from a trained tiny policy: its weights with the verdict-prefix
-    token appended (its embedding row the mean of the others), built once into the cache."""
+    token appended (its embedding row the mean of the others), built once into the cache under
+    the policy directory's name and a hash of its full path (run directories name theirs "model")."""
     src = Path(model_dir)
-    return _build_once(Path(cache_root) / f"{src.name}-verdict-token", {"from": str(src)},
+    where = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:8]
+    return _build_once(Path(cache_root) / f"{src.name}-{where}-verdict-token", {"from": str(src)},
                        lambda tmp: _append_verdict_token(src, tmp))
 
 

@@ -26,7 +26,8 @@ def base_model(run: Run, which: str) -> Path:
     tiny judge's vocabulary has the verdict-prefix token (tiny.py)."""
     spec = run.recipe.models.policy if which == "policy" else run.recipe.models.judge
     judge = which == "judge"
-    key = cache_key(f"base-{which}", spec.model_dump(mode="json"), run.recipe.seed, *(["verdict-token"] if judge else []))
+    parts = [spec.model_dump(mode="json"), run.recipe.seed, *(["verdict-token"] if judge else [])]
+    key = cache_key(f"base-{which}", *parts)
     return Path(tiny.ensure_model(spec, run.recipe.model_cache, key, seed=run.recipe.seed, verdict_token=judge))
 
 

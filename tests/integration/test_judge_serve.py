@@ -183,7 +183,7 @@ def test_user_config_reloads_weights_in_place(judge, tmp_path: Path) -> None:
     from rprm_ray.tiny import build_tiny_model
     from rprm_ray.training import checksum_model_dir
 
-    new_dir = build_tiny_model(TinyModelConfig(), tmp_path / "judge_v2", seed=1)
+    new_dir = build_tiny_model(TinyModelConfig(), tmp_path / "judge_v2", seed=1, verdict_token=True)
     new_checksum = checksum_model_dir(new_dir)
     before = judge.replica_info()
     assert {i["checksum"] for i in before.values()} == {judge.checksum}

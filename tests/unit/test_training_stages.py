@@ -98,7 +98,7 @@ def test_the_judge_starts_from_the_policy_with_the_verdict_token_or_from_its_own
     assert len(AutoTokenizer.from_pretrained(base)) == tiny.JUDGE_VOCAB_SIZE
     policy_dir = tiny.build_tiny_model(TinyModelConfig(), tmp_path / "models" / "policy-sft-x", seed=0)
     run.state["policy_dir"] = str(policy_dir)
-    assert judge_init(run) == tmp_path / "models" / "policy-sft-x-verdict-token"
+    assert judge_init(run) == tiny.with_verdict_token(policy_dir, tmp_path / "models")
     run.recipe = run.recipe.model_copy(update={"models": run.recipe.models.model_copy(update={
         "policy": run.recipe.models.policy.model_copy(update={"name_or_path": str(policy_dir)})})})
     assert judge_init(run) == policy_dir  # not a tiny spec: the policy's own vocabulary
