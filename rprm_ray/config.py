@@ -318,6 +318,9 @@ class SearchConfig(_Strict):
     # least this (the slots refill from the accepted ones); null: plain top N/M, as search-and-learn.
     beam_prune_below: float | None = Field(None, ge=0.0, le=1.0)
     batch_prompts: int = Field(64, ge=1)  # prompts advanced together per depth level
+    # Chunks of batch_prompts in flight at once (threads): one chunk's generator calls overlap another's
+    # judge calls, so both engines work; results do not depend on it (per-prompt seeds).
+    concurrent_chunks: int = Field(1, ge=1)
     sampling: SamplingConfig = SamplingConfig(temperature=1.0, max_new_tokens=32)
 
     @model_validator(mode="after")

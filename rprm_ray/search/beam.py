@@ -83,9 +83,8 @@ def run_beam(
 ) -> pa.Table:
     """Results table (rprm_ray.search.base.RESULTS_SCHEMA), one row per problem."""
     _check(cfg)
-    return run_in_chunks(
-        problems, cfg.batch_prompts, lambda chunk: _beam_chunk(chunk, generator, judge, cfg, style, grade)
-    )
+    return run_in_chunks(problems, cfg.batch_prompts,
+                         lambda chunk: _beam_chunk(chunk, generator, judge, cfg, style, grade), cfg.concurrent_chunks)
 
 
 def _beam_chunk(

@@ -162,4 +162,4 @@ def run_best_of_n(
             )
         return results_table(rows)
 
-    return run_in_chunks(problems, cfg.batch_prompts, run_chunk)
+    return run_in_chunks(problems, cfg.batch_prompts, run_chunk, cfg.concurrent_chunks)

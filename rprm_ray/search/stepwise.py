@@ -23,16 +23,17 @@ from rprm_ray import batches
 from rprm_ray.config import SearchConfig
 from rprm_ray.prompts import PromptStyle
 from rprm_ray.search.base import (
+    RESULTS_SCHEMA,
     Grader,
     ProblemState,
     StepGenerator,
     expand_prefixes,
     keep_candidates,
     level_sampling,
+    map_chunks,
     problem_states,
     result_row,
     results_table,
-    run_in_chunks,
     solution_score,
 )
 
@@ -81,15 +82,9 @@ def stepwise_search(
     the strategy scores no step) plus the kept steps' pairs. `judge` is whatever
     `strategy.choose` takes."""
     search = _Search(strategy, generator, judge, cfg, style, rollback_on_tie, grade)
-    pairs: list[pa.Table] = []
-
-    def run_chunk(chunk: pa.Table) -> pa.Table:
-        results, chunk_pairs = search.chunk(chunk)
-        pairs.append(chunk_pairs)
-        return results
-
-    results = run_in_chunks(problems, cfg.batch_prompts, run_chunk)
-    return results, batches.concat(pairs, "preference_pairs")
+    outputs = map_chunks(problems, cfg.batch_prompts, search.chunk, cfg.concurrent_chunks)
+    results = pa.concat_tables([r for r, _ in outputs]) if outputs else RESULTS_SCHEMA.empty_table()
+    return results, batches.concat([p for _, p in outputs], "preference_pairs")
 
 
 @dataclass(frozen=True)

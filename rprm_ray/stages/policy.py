@@ -110,6 +110,7 @@ def search_config(run: Run) -> SearchConfig:
     return SearchConfig(strategy="greedy" if r.loop.mode == "guided" else "self_judged",
                         candidates_per_step=r.generator.candidates_per_step, max_depth=r.loop.max_steps_per_solution,
                         aggregation=r.search.aggregation, filter_duplicates=True, batch_prompts=r.search.batch_prompts,
+                        concurrent_chunks=r.search.concurrent_chunks,
                         sampling=r.generator.sampling)
 
 
