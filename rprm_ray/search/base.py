@@ -111,8 +111,11 @@ def map_chunks(problems: pa.Table, size: int, run_chunk: Callable[[pa.Table], T]
 
 def run_in_chunks(problems: pa.Table, size: int, run_chunk: Callable[[pa.Table], pa.Table],
                   concurrent: int = 1) -> pa.Table:
-    out = map_chunks(problems, size, run_chunk, concurrent)
-    return pa.concat_tables(out) if out else RESULTS_SCHEMA.empty_table()
+    return concat_results(map_chunks(problems, size, run_chunk, concurrent))
+
+
+def concat_results(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables) if tables else RESULTS_SCHEMA.empty_table()
 
 
 def result_row(

@@ -23,10 +23,10 @@ from rprm_ray import batches
 from rprm_ray.config import SearchConfig
 from rprm_ray.prompts import PromptStyle
 from rprm_ray.search.base import (
-    RESULTS_SCHEMA,
     Grader,
     ProblemState,
     StepGenerator,
+    concat_results,
     expand_prefixes,
     keep_candidates,
     level_sampling,
@@ -83,8 +83,7 @@ def stepwise_search(
     `strategy.choose` takes."""
     search = _Search(strategy, generator, judge, cfg, style, rollback_on_tie, grade)
     outputs = map_chunks(problems, cfg.batch_prompts, search.chunk, cfg.concurrent_chunks)
-    results = pa.concat_tables([r for r, _ in outputs]) if outputs else RESULTS_SCHEMA.empty_table()
-    return results, batches.concat([p for _, p in outputs], "preference_pairs")
+    return concat_results([r for r, _ in outputs]), batches.concat([p for _, p in outputs], "preference_pairs")
 
 
 @dataclass(frozen=True)
