@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from rprm_ray import batches
 from rprm_ray.config import Recipe, dump_recipe
-from rprm_ray.manifest import Manifest, ManifestError, recipe_differences, recipe_fingerprint
+from rprm_ray.manifest import Manifest, recipe_differences, recipe_fingerprint
 
 log = logging.getLogger("rprm_ray.loop")
 
