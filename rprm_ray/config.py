@@ -240,6 +240,8 @@ class DeepSpeedConfig(_Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     offload_optimizer: bool = False
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl with GPUs, gloo on CPU
+    # Recompute activations in the backward pass (long critiques of a 7B judge fit at ~30% more compute).
+    gradient_checkpointing: bool = False
 
 
 class TrainerConfig(_Strict):
