@@ -64,10 +64,14 @@ def execute(recipe, resume_dir: Path | None, rerun: str | None = None) -> int:
         return 2
     init_ray(recipe)
     run.roles = Roles(recipe)
+    from rprm_ray.deepspeed_setup import NonFiniteLossError
+
     try:
         run_pipeline(run)
-    except (RunError, ManifestError) as exc:  # one line naming the stage; finished stages are kept
-        print(f"error: {exc}", file=sys.stderr)
+    except (RunError, ManifestError, NonFiniteLossError) as exc:
+        # One line naming the stage; finished stages are kept. A trainer actor's error arrives as
+        # Ray's RayTaskError (a subclass of the original): its `cause` is the message to show.
+        print(f"error: {getattr(exc, 'cause', None) or exc}", file=sys.stderr)
         return 1
     finally:
         run.roles.shutdown()

@@ -91,3 +91,15 @@ def test_batch_schemas_reject_non_finite_numbers(kind, row, column):
 
 
 KEY = {"step_scores": "solution_id", "critiques": "solution_id", "preference_pairs": "pair_id"}
+
+
+def test_rerun_needs_resume(capsys):
+    import argparse
+
+    from rprm_ray.commands import run as run_cmd
+
+    p = argparse.ArgumentParser()
+    run_cmd.add_arguments(p)
+    args = p.parse_args([str(ROOT / "recipes" / "tiny_arith.yaml"), "--rerun", "iter_0/data"])
+    assert run_cmd.run(args) == 2
+    assert capsys.readouterr().err.strip() == "error: --rerun STAGE needs --resume RUN_DIR"
