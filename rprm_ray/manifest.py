@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 import time
 from pathlib import Path
@@ -26,8 +27,9 @@ def non_finite_metrics(metrics: Any, prefix: str = "") -> list[str]:
                 for bad in non_finite_metrics(v, f"{prefix}.{k}" if prefix else str(k))]
     if isinstance(metrics, (list, tuple)):
         return [bad for i, v in enumerate(metrics) for bad in non_finite_metrics(v, f"{prefix}.{i}")]
-    if isinstance(metrics, float) and not math.isfinite(metrics):
-        return [f"{prefix}={metrics}"]
+    # numbers.Real covers numpy scalars too (np.float32 is no subclass of float).
+    if isinstance(metrics, numbers.Real) and not isinstance(metrics, int) and not math.isfinite(float(metrics)):
+        return [f"{prefix}={float(metrics)}"]
     return []
 
 

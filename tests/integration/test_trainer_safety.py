@@ -51,7 +51,21 @@ def test_a_diverging_loss_stops_the_stage_before_anything_is_saved(tiny_model_di
     assert json.loads(run.manifest.path.read_text())["stages"] == {}
 
 
-def test_zero3_offload_checkpointing_trains_and_saves_one_bf16_checkpoint(tiny_model_dir, tmp_path):
+@pytest.fixture
+def zero3_scope():
+    """A ZeRO-3 trainer registers itself with transformers (is_deepspeed_zero3_enabled) for as long
+    as it lives; later tests in this process load models plainly, so the registration ends here."""
+    yield
+    import gc
+
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    gc.collect()
+    assert not is_deepspeed_zero3_enabled()
+
+
+def test_zero3_offload_checkpointing_trains_and_saves_one_bf16_checkpoint(tiny_model_dir, tmp_path, zero3_scope):
     from safetensors import safe_open
 
     from rprm_ray.training import DeepSpeedTrainer, checksum_model_dir
