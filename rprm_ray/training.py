@@ -143,6 +143,7 @@ class DeepSpeedTrainer:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         ds_config = deepspeed_config(trainer_cfg)
+        # The marker is kept as long as the model: transformers asks it whether ZeRO-3 is on.
         model, self._zero3_marker = load_model(self.model_dir, trainer_cfg, ds_config)
         optimizer = build_optimizer(model.parameters(), trainer_cfg, self.lr, adam_betas)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
