@@ -235,10 +235,24 @@ def validate(table: pa.Table, kind: str, *, where: str = "", allow_empty: bool =
         if not field.nullable and col.null_count:
             row = pc.index(pc.is_null(col), True).as_py()
             raise BatchError(f"{prefix}{kind}: column {field.name!r} is null at row {row}")
+        if pa.types.is_floating(field.type):
+            _check_finite(col, f"{prefix}{kind}", field.name)
         columns.append(col)
     out = pa.Table.from_arrays(columns, schema=sch)
     _check_unique_keys(out, kind, prefix)
     return out
+
+
+def _check_finite(col: pa.ChunkedArray, what: str, name: str) -> None:
+    """NaN and infinities are rejected (null is how a column says "no value"): a NaN score or
+    log-prob would otherwise flow into DPO pairs, thresholds and reports as if it were a number."""
+    finite = pc.is_finite(col)  # null where the value is null
+    if finite.null_count == len(col) or pc.all(pc.fill_null(finite, True)).as_py():
+        return
+    row = pc.index(pc.fill_null(finite, True), False).as_py()
+    value = col[row].as_py()
+    raise BatchError(f"{what}: column {name!r} is not finite at row {row} ({value!r}); "
+                     f"use null for a missing value")
 
 
 def _first_uncastable(col: pa.ChunkedArray, typ: pa.DataType) -> int | None:

@@ -240,6 +240,8 @@ class DeepSpeedConfig(_Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     offload_optimizer: bool = False
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl with GPUs, gloo on CPU
+    # Recompute activations in the backward pass (long critiques of a 7B judge fit at ~30% more compute).
+    gradient_checkpointing: bool = False
 
 
 class TrainerConfig(_Strict):
@@ -435,6 +437,14 @@ def _format_error(source: str, exc: ValidationError) -> str:
     return f"{source}: {field}: {msg}{more}"
 
 
+def yaml_error_line(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: what is wrong and where (1-based line, column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{where}: {problem}"
+
+
 def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
     try:
         return Recipe.model_validate(data)
@@ -449,9 +459,11 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not path.is_file():
         raise RecipeError(f"{source}: recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{source}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{source}: not valid YAML ({exc})") from None
+        raise RecipeError(f"{source}: {yaml_error_line(exc)}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe must be a mapping of sections, got {type(data).__name__}")
     for text in overrides:

@@ -41,6 +41,7 @@ def read_rows(source: str | Path, split: str | None = None) -> list[dict[str, An
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
+    _check_utf8(path)  # Arrow's JSON reader passes bad bytes through to a crash in to_list()
     from datasets import load_dataset
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
@@ -82,7 +83,32 @@ def _read_hub_rows(name: str, split: str | None) -> list[dict[str, Any]]:
     return dataset.to_list()
 
 
+def _check_utf8(path: Path, chunk_bytes: int = 1 << 22) -> None:
+    """One line naming the first line and byte that is not UTF-8 (streamed: files can be large)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, lines = 0, 1
+    with path.open("rb") as f:
+        while True:
+            chunk = f.read(chunk_bytes)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                # exc.start counts from the decoder's buffered tail (at most 3 bytes) + this chunk.
+                # Negative: the bad sequence began in the previous chunk (no newline inside it).
+                at = exc.start - len(exc.object) + len(chunk)
+                line = lines + chunk.count(b"\n", 0, max(at, 0))
+                raise DataError(f"{path}: not UTF-8 text (line {line}, byte {offset + at}); "
+                                f"re-encode it as UTF-8") from None
+            if not chunk:
+                return
+            offset += len(chunk)
+            lines += chunk.count(b"\n")
+
+
 def _read_json_rows_plainly(path: Path) -> list[dict[str, Any]]:
+    _check_utf8(path)
     text = path.read_text(encoding="utf-8")
     if text.lstrip().startswith("["):
         try:

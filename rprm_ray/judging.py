@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from rprm_ray import batches
 from rprm_ray.engines.base import Completion
-from rprm_ray.prompts import VERDICT_PREFIX, parse_pairwise, parse_verdict
+from rprm_ray.prompts import VERDICT_PREFIX, as_text, parse_pairwise, parse_verdict
 from rprm_ray.scoring import p_yes_from_top_logprobs, step_score
 
 if TYPE_CHECKING:
@@ -72,7 +72,9 @@ def critique_rows(
     rows: list[dict[str, Any]] = []
     for step, prompt, completions in zip(steps, prompts, completions_per_step, strict=True):
         for sample_idx, completion in enumerate(completions):
-            verdict = parse_verdict(completion.text)
+            # Malformed text (not UTF-8) is kept, replaced, and counted invalid: never a crash.
+            text, well_formed = as_text(completion.text)
+            verdict = parse_verdict(text) if well_formed else None
             p_yes = None
             if verdict is not None and completion.top_logprobs is not None:
                 p_yes = p_yes_from_top_logprobs(completion.tokens, completion.top_logprobs)
@@ -83,7 +85,7 @@ def critique_rows(
                     "step_idx": step["step_idx"],
                     "sample_idx": sample_idx,
                     "prompt": prompt,
-                    "critique": completion.text,
+                    "critique": text,
                     "verdict": verdict,
                     "valid": verdict is not None,
                     "p_yes": p_yes,
@@ -334,8 +336,8 @@ def pairwise_rows(
         )
     rows = []
     for request, outs in zip(requests, completions, strict=True):
-        text = outs[0].text if outs else ""
-        verdict = parse_pairwise(text)
+        text, well_formed = as_text(outs[0].text) if outs else ("", False)
+        verdict = parse_pairwise(text) if well_formed else None
         rows.append(
             {
                 "problem_id": request.problem_id,

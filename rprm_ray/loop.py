@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from rprm_ray import batches
 from rprm_ray.config import Recipe, dump_recipe
-from rprm_ray.manifest import Manifest, ManifestError, recipe_differences, recipe_fingerprint
+from rprm_ray.manifest import Manifest, recipe_differences, recipe_fingerprint
 
 log = logging.getLogger("rprm_ray.loop")
 
@@ -88,11 +88,8 @@ class Run:
             return cls(recipe, resume_dir, manifest, roles)
         run_dir = recipe.run_dir
         if (run_dir / "manifest.json").exists():
-            try:
-                old = Manifest.load(run_dir)
-            except ManifestError:
-                old = None
-            if old is not None and old.data["stages"]:
+            old = Manifest.load(run_dir)  # a corrupt one is reported, never replaced
+            if old.data["stages"]:
                 raise RunError(
                     f"{run_dir} already holds a run ({len(old.data['stages'])} finished stages); "
                     f"continue it with --resume {run_dir}, or choose another name with --set name=..."
@@ -127,7 +124,11 @@ class Run:
         rel = self.manifest.stage(key)["outputs"].get(name)
         if rel is None:
             raise RunError(f"stage {key} wrote no output named {name!r}")
-        return batches.from_parquet(self.dir / rel, kind)
+        try:
+            return batches.from_parquet(self.dir / rel, kind)
+        except batches.BatchError as exc:
+            raise RunError(f"{exc}; stage {key}'s output is unusable: rerun it with "
+                           f"--resume {self.dir} --rerun {key}") from None
 
     def model_dir(self, key: str) -> Path:
         """Where a training stage saves its checkpoint."""

@@ -28,6 +28,24 @@ def verdict_line(verdict: str) -> str:
     return f"{VERDICT_PREFIX} {verdict}"
 
 
+def as_text(value: object) -> tuple[str, bool]:
+    """Engine or teacher output as text Parquet can store, and whether it was well-formed: bytes
+    that are not UTF-8, strings with lone surrogates (a JSON "\\ud800") and non-strings are
+    replaced and reported malformed, so the caller counts them invalid instead of crashing."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8"), True
+        except UnicodeDecodeError:
+            return value.decode("utf-8", errors="replace"), False
+    if not isinstance(value, str):
+        return ("" if value is None else repr(value)), False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", errors="replace").decode("utf-8"), False
+    return value, True
+
+
 def parse_verdict(critique: str) -> str | None:
     """The verdict ("Yes" / "No") of a valid critique, else None.
 
@@ -35,7 +53,7 @@ def parse_verdict(critique: str) -> str | None:
     trailing dots and whitespace, ends with the prefix followed by " Yes" or " No". A critique
     that states a verdict and then keeps talking is invalid: the judge did not commit to it.
     """
-    if critique.count(VERDICT_PREFIX) != 1:
+    if not isinstance(critique, str) or critique.count(VERDICT_PREFIX) != 1:
         return None
     tail = critique.rstrip(" .\t\r\n")
     for verdict in VERDICTS:
@@ -47,6 +65,8 @@ def parse_verdict(critique: str) -> str | None:
 def parse_pairwise(text: str) -> str | None:
     """The winner ("A" / "B") when exactly one pairwise verdict marker occurs in `text`; None when
     there is none, or more than one (both letters, or one repeated: the judge did not commit)."""
+    if not isinstance(text, str):
+        return None
     found = {letter: text.count(marker) for letter, marker in PAIRWISE_VERDICTS.items()}
     if sum(found.values()) != 1:
         return None

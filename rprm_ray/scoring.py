@@ -51,11 +51,13 @@ def _verdict_position(tokens: Sequence[str]) -> tuple[int, str] | None:
 def _alternative_mass(candidates: dict[str, float], overlap: str, word: str) -> float:
     mass = 0.0
     for tok, logprob in candidates.items():
-        if logprob is None or not tok.startswith(overlap):
+        # A NaN or positive-infinite log-prob (a broken engine) is no evidence; it must not turn
+        # P(Yes) into NaN. A log-prob is at most 0 (rounding can push one just above).
+        if logprob is None or math.isnan(logprob) or logprob == math.inf or not tok.startswith(overlap):
             continue
         stripped = tok[len(overlap) :].strip()
         if stripped and word.startswith(stripped):
-            mass += math.exp(logprob)
+            mass += math.exp(min(logprob, 0.0))
     return mass
 
 

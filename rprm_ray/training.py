@@ -2,21 +2,15 @@
 
 Used directly by the policy bootstrap and wrapped by the Trainer Ray actor. Runs on CPU (gloo,
 world size 1 on a laptop) and on GPUs (nccl, one process per rank: RANK / WORLD_SIZE /
-MASTER_ADDR / MASTER_PORT set by whoever starts the ranks).
-
-Batching: shuffled rows. With `trainer.pack_sequences` SFT packs a micro batch's rows into
-sequences of at most `max_seq_len_tokens`, position ids restarting at every row, which
-transformers turns into a block-diagonal causal mask: a row attends to itself only, so loss and
-gradients equal those of the padded batch, without computing the pads. Whether that is faster
-depends on the attention kernel: with SDPA on 2 CPU cores the judge's critiques (35% pads in
-micro batches of 64) trained 16% faster per step, the policy's short solutions no faster, since
-the mask attends over the whole packed length. Otherwise, and for DPO, rows are right-padded to
-the longest in the micro batch; with right padding a causal model never lets a real token attend to
-a pad, so no attention mask is passed (faster SDPA path); pads are excluded from the loss by the
-completion mask.
+MASTER_ADDR / MASTER_PORT set by whoever starts the ranks). The pure parts (tokenised rows,
+packing, batching, the schedule) live in `rprm_ray.training_rows`; the DeepSpeed set-up (config,
+optimizer, model loading, the non-finite loss guard) in `rprm_ray.deepspeed_setup`.
 
 EOS: SFT appends EOS to every completion (the model learns to stop). DPO appends EOS to every
 pair except kind "step" (a PSRLM step continues a solution; it does not end the generation).
+
+A NaN or infinite loss stops training (`NonFiniteLossError`) before its backward pass, so no
+checkpoint of diverged weights is ever saved or recorded as a finished stage.
 """
 
 from __future__ import annotations
@@ -25,13 +19,35 @@ import hashlib
 import math
 import os
 import random
-import socket
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+# Re-exported: callers import these from here.
+from rprm_ray.deepspeed_setup import (  # noqa: F401
+    NonFiniteLossError,
+    available_cpus,
+    build_optimizer,
+    check_finite_loss,
+    cpu_threads_per_rank,
+    deepspeed_config,
+    default_num_threads,
+    init_distributed,
+    load_model,
+    torch_extensions_dir,
+    use_own_torch_extensions_dir,
+)
+from rprm_ray.training_rows import (  # noqa: F401
+    TokenizedRow,
+    collate,
+    collate_packed,
+    completion_nll,
+    lr_at,
+    pack_rows,
+    shuffled_batches,
+    tokenize_rows,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -40,7 +56,6 @@ if TYPE_CHECKING:
     from rprm_ray.config import TrainerConfig
 
 NO_EOS_PAIR_KINDS = frozenset({"step"})
-
 
 # --------------------------------------------------------------------------------------------
 # Checksums (shared with engines: they must compute the same value for the same weights)
@@ -81,247 +96,6 @@ def checksum_model_dir(model_dir: str | Path) -> str:
     return checksum_state_dict(tensors)
 
 
-# --------------------------------------------------------------------------------------------
-# Tokenised rows and collation (pure; unit-tested without DeepSpeed)
-
-
-@dataclass(frozen=True)
-class TokenizedRow:
-    ids: list[int]
-    n_prompt: int  # the first n_prompt ids are prompt (no loss); the rest are completion
-
-
-def tokenize_rows(
-    tokenizer: Any,
-    prompts: list[str],
-    completions: list[str],
-    max_len: int,
-    append_eos: list[bool] | bool = True,
-) -> list[TokenizedRow]:
-    """Prompt and completion tokenised separately (no special tokens), EOS appended where asked,
-    right-truncated to `max_len`. A row whose completion is truncated away entirely keeps one
-    completion token so it still has a loss term; the caller decides if that matters."""
-    if isinstance(append_eos, bool):
-        append_eos = [append_eos] * len(prompts)
-    p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"] if prompts else []
-    c_ids = tokenizer(completions, add_special_tokens=False)["input_ids"] if completions else []
-    eos = tokenizer.eos_token_id
-    rows = []
-    for p, c, add in zip(p_ids, c_ids, append_eos, strict=True):
-        c = list(c) + ([eos] if add else [])
-        if not c:
-            raise ValueError("tokenize_rows: empty completion (and no EOS appended): nothing to learn")
-        p = list(p)[: max(max_len - 1, 1)]
-        ids = (p + c)[:max_len]
-        rows.append(TokenizedRow(ids=ids, n_prompt=len(p)))
-    return rows
-
-
-def collate(rows: list[TokenizedRow], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest row: (input_ids [B, T], loss_mask [B, T]); the mask is 1 on
-    completion tokens only (prompt and padding 0)."""
-    import torch
-
-    width = max(len(r.ids) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r.ids)] = torch.tensor(r.ids, dtype=torch.long)
-        mask[i, r.n_prompt : len(r.ids)] = 1
-    return ids, mask
-
-
-def pack_rows(rows: list[TokenizedRow], capacity: int) -> list[list[TokenizedRow]]:
-    """Rows grouped into bins of at most `capacity` tokens, first-fit by decreasing length (a row
-    longer than `capacity` gets a bin of its own). Deterministic for a given row order."""
-    bins: list[list[TokenizedRow]] = []
-    room: list[int] = []
-    for row in sorted(rows, key=lambda r: -len(r.ids)):
-        for b, left in enumerate(room):
-            if len(row.ids) <= left:
-                bins[b].append(row)
-                room[b] -= len(row.ids)
-                break
-        else:
-            bins.append([row])
-            room.append(capacity - len(row.ids))
-    return bins
-
-
-def collate_packed(
-    bins: list[list[TokenizedRow]], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input_ids, position_ids, loss_mask), each [n_bins, longest bin]. Position ids restart at 0
-    for every row (and for the padding at a bin's end), which is how transformers finds the rows
-    of a packed sequence. The mask is 1 on completion tokens except a row's first token, which the
-    previous row's last token would otherwise be scored on predicting."""
-    import torch
-
-    width = max(sum(len(r.ids) for r in b) for b in bins)
-    ids = torch.full((len(bins), width), pad_id, dtype=torch.long)
-    positions = torch.zeros((len(bins), width), dtype=torch.long)
-    mask = torch.zeros((len(bins), width), dtype=torch.long)
-    for i, rows in enumerate(bins):
-        at = 0
-        for r in rows:
-            n = len(r.ids)
-            ids[i, at : at + n] = torch.tensor(r.ids, dtype=torch.long)
-            positions[i, at : at + n] = torch.arange(n)
-            mask[i, at + max(r.n_prompt, 1) : at + n] = 1
-            at += n
-        positions[i, at:] = torch.arange(width - at)
-    return ids, positions, mask
-
-
-def completion_nll(
-    logits_fn: Callable[..., torch.Tensor], rows: list[TokenizedRow], pad_id: int, pack_capacity: int | None
-) -> torch.Tensor:
-    """Mean next-token NLL over the completion tokens of `rows`: packed into sequences of at most
-    `pack_capacity` tokens, or right-padded when it is None. `logits_fn(ids, position_ids)` runs
-    the model (position_ids None: the model's default positions)."""
-    from rprm_ray.dpo import token_logps
-
-    if pack_capacity is not None:
-        ids, positions, mask = collate_packed(pack_rows(rows, pack_capacity), pad_id)
-    else:
-        (ids, mask), positions = collate(rows, pad_id), None
-    logits = logits_fn(ids, positions)
-    ids, mask = ids.to(logits.device), mask.to(logits.device)
-    m = mask[:, 1:].float()
-    return -(token_logps(logits, ids) * m).sum() / m.sum().clamp(min=1)
-
-
-def shuffled_batches(
-    n_rows: int, size: int, rng: random.Random, rank: int = 0, world_size: int = 1
-) -> Iterator[list[int]]:
-    """Endless micro batches of row indices: each epoch a fresh shuffle, cut in order.
-
-    Data parallel: every rank draws the same shuffle (same seed) and cuts the same global batch
-    of `size * world_size` rows, keeping its own `size`-row slice, so ranks never train on the
-    same rows within a step and together see every row once per epoch.
-
-    No grouping by length: batches of similar-length rows (fewer pads) were measured to learn the
-    arithmetic task far worse (SFT loss 1.64 vs 0.99 after 300 steps): a batch of one length is a
-    narrow slice of the problem distribution, and at lr 3e-3 Adam chases each slice."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"shuffled_batches: rank {rank} outside world size {world_size}")
-    order = list(range(n_rows))
-    global_size = size * world_size
-    while True:
-        rng.shuffle(order)
-        for start in range(0, n_rows, global_size):
-            chunk = order[start : start + global_size]
-            # The last global batch of an epoch may be short: every rank still needs rows.
-            mine = chunk[rank * size : (rank + 1) * size] or chunk[-size:]
-            yield mine
-
-
-def lr_at(step: int, total: int, peak: float, warmup_ratio: float, floor_ratio: float = 0.1) -> float:
-    """Linear warm-up to `peak`, then cosine decay to `floor_ratio * peak` at `total` steps."""
-    warmup = int(round(total * warmup_ratio))
-    if warmup and step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (floor_ratio + (1 - floor_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-# --------------------------------------------------------------------------------------------
-# Distributed set-up
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def torch_extensions_dir() -> Path:
-    """Where this Python environment's DeepSpeed builds its JIT ops: a directory of its own.
-
-    torch's default, ~/.cache/torch_extensions/py311_cpu/<op>, is one directory for every
-    environment, and the op is rebuilt (~30 s on 2 cores) whenever its source path differs from the
-    last build's: two checkouts (or a run directory with a linked .venv) alternating rebuilt it at
-    every trainer start, and two starting together wait on each other's build lock. Keyed by the
-    path DeepSpeed is imported from, which is what the build records."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("deepspeed")
-    origin = str(Path(spec.origin).parent) if spec and spec.origin else "no-deepspeed"
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "torch_extensions" / f"rprm-ray-{hashlib.sha256(origin.encode()).hexdigest()[:12]}"
-
-
-def use_own_torch_extensions_dir() -> None:
-    """Point TORCH_EXTENSIONS_DIR at `torch_extensions_dir()`, unless the user set it."""
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(torch_extensions_dir()))
-
-
-def _init_distributed(backend: str) -> str:
-    use_own_torch_extensions_dir()  # before DeepSpeed builds or loads its CPU comm op
-    import deepspeed
-    import torch
-
-    if backend == "auto":
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    # A single process on a laptop: world size 1, a free port so concurrent trainers never collide.
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    os.environ.setdefault("RANK", "0")
-    os.environ.setdefault("LOCAL_RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1")
-    if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend)
-    return backend
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
-
-
-def default_num_threads() -> int:
-    """The CPUs this process may use minus those other processes keep busy (1-minute load).
-
-    Measured on the 2-core machine with other jobs running: a tiny-model SFT step took 0.21 CPU-s
-    with 1 thread but 1.2 CPU-s and 6x the wall time with 2, because OpenMP threads spin-wait
-    for a sibling that has been descheduled. On an idle machine this gives every core."""
-    cpus = available_cpus()
-    try:
-        busy = os.getloadavg()[0] - 1.0  # this process is running too
-    except (AttributeError, OSError):
-        return cpus
-    return max(1, min(cpus, int(cpus - busy + 0.5)))
-
-
-def cpu_threads_per_rank(rank_nodes: list[tuple[str, int]]) -> list[int]:
-    """Torch threads for each CPU rank, given (node, CPUs on that node) per rank: the node's cores
-    shared among the ranks placed on it. More threads than cores makes every rank spin-wait
-    (measured: one competing process slowed a 2-thread SFT step 12.7x on 2 cores)."""
-    per_node = Counter(node for node, _ in rank_nodes)
-    return [max(1, cpus // per_node[node]) for node, cpus in rank_nodes]
-
-
-def deepspeed_config(cfg: TrainerConfig) -> dict[str, Any]:
-    ds = cfg.deepspeed
-    zero: dict[str, Any] = {"stage": ds.zero_stage}
-    if ds.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu"}
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return {
-        "train_micro_batch_size_per_gpu": cfg.micro_batch_size_per_device,
-        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
-        "train_batch_size": cfg.micro_batch_size_per_device * cfg.gradient_accumulation_steps * world,
-        "gradient_clipping": cfg.grad_clip,
-        "zero_optimization": zero,
-        "bf16": {"enabled": ds.precision == "bf16"},
-        "fp16": {"enabled": ds.precision == "fp16"},
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 1 << 30,
-        "wall_clock_breakdown": False,
-    }
-
 
 # --------------------------------------------------------------------------------------------
 # The trainer
@@ -347,7 +121,7 @@ class DeepSpeedTrainer:
     ) -> None:
         import deepspeed
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self.cfg = trainer_cfg
         self.model_dir = Path(model_dir)
@@ -361,21 +135,19 @@ class DeepSpeedTrainer:
         elif "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(default_num_threads())
         self.num_threads = torch.get_num_threads()
-        self.backend = _init_distributed(trainer_cfg.deepspeed.backend)
+        self.backend = init_distributed(trainer_cfg.deepspeed.backend)
 
         torch.manual_seed(trainer_cfg.seed)
         self._rng = random.Random(trainer_cfg.seed)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
-        model.config.use_cache = False
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=self.lr, weight_decay=trainer_cfg.weight_decay, betas=adam_betas
-        )
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, config=deepspeed_config(trainer_cfg)
-        )
+        ds_config = deepspeed_config(trainer_cfg)
+        # The marker is kept as long as the model: transformers asks it whether ZeRO-3 is on.
+        model, self._zero3_marker = load_model(self.model_dir, trainer_cfg, ds_config)
+        optimizer = build_optimizer(model.parameters(), trainer_cfg, self.lr, adam_betas)
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                                                 config=ds_config)
         self.device = self.engine.device
         self.rank = torch.distributed.get_rank()
         self.world_size = torch.distributed.get_world_size()
@@ -447,9 +219,10 @@ class DeepSpeedTrainer:
                 for _ in range(gas):
                     loss = completion_nll(self._logits, [rows[i] for i in next(batches)],
                                           self.tokenizer.pad_token_id, pack_capacity)
+                    value = check_finite_loss(loss, "DeepSpeedTrainer.sft", step, self.world_size)
                     self.engine.backward(loss)
                     self.engine.step()
-                    step_loss += loss.item() / gas
+                    step_loss += value / gas
                 losses.append(step_loss)
                 self.global_step += 1
                 bar.update(1)
@@ -564,6 +337,7 @@ class DeepSpeedTrainer:
                         dpop_lambda=self.cfg.dpop_lambda,
                     )
                     total = loss + self.cfg.dpo_nll_coef * nll if self.cfg.dpo_nll_coef else loss
+                    check_finite_loss(total, "DeepSpeedTrainer.dpo", step, self.world_size)
                     self.engine.backward(total)
                     self.engine.step()
                     sums["loss"] += loss.item()
@@ -633,18 +407,35 @@ class DeepSpeedTrainer:
         self.save_with_checksum(out_dir)
         return Path(out_dir)
 
+    def _rank0_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The full weights in the training precision, on rank 0 only (None elsewhere): ZeRO-3
+        gathers them once, layer by layer, onto rank 0; below ZeRO-3 every rank already holds
+        them and only rank 0 copies."""
+        if self.cfg.deepspeed.zero_stage == 3:
+            return self.engine._zero3_consolidated_16bit_state_dict()  # a collective: every rank
+        if self.rank != 0:
+            return None
+        return {k: v.detach().to("cpu") for k, v in self.module.state_dict().items()}
+
     def save_with_checksum(self, out_dir: str | Path) -> str:
-        """`save`, returning the saved weights' checksum from the same gather (a second gather
-        of a sharded model costs as much as the save)."""
+        """`save`, returning the saved weights' checksum (every rank returns rank 0's value).
+        The weights are saved in the training precision (bf16 stays bf16)."""
+        import torch
+
         from rprm_ray.tiny import mark_complete
 
         out = Path(out_dir)
-        state = self.state_dict()
-        checksum = checksum_state_dict(state)
+        state = self._rank0_state_dict()
+        checksum = ""
         if self.rank == 0:
+            checksum = checksum_state_dict(state)
             out.mkdir(parents=True, exist_ok=True)
             self.module.save_pretrained(out, state_dict=state, safe_serialization=True)
             self.tokenizer.save_pretrained(out)
             mark_complete(out, {"trained_from": str(self.model_dir), "global_step": self.global_step,
                                 "checksum": checksum})
+        if self.world_size > 1:
+            shared = [checksum]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            checksum = shared[0]
         return checksum

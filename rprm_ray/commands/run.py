@@ -13,6 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a recipe field by its dotted name, e.g. --set loop.iterations=3")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue an interrupted run: finished stages are skipped")
+    p.add_argument("--rerun", metavar="STAGE",
+                   help="with --resume: forget STAGE (e.g. iter_1/judge_dpo) and every later stage, "
+                        "so they run again (a stage whose output was reported corrupt)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the recipe and print the placement plan; start nothing")
 
@@ -28,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"name={args.resume.name}")
         if "run_root" not in given:
             overrides.append(f"run_root={args.resume.parent}")
+    if getattr(args, "rerun", None) and args.resume is None:
+        print("error: --rerun STAGE needs --resume RUN_DIR", file=sys.stderr)
+        return 2
     try:
         recipe = load_recipe(args.recipe, overrides)
     except RecipeError as exc:
@@ -39,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("dry run: recipe valid; nothing started")
         return 0
-    return execute(recipe, args.resume)
+    return execute(recipe, args.resume, getattr(args, "rerun", None))
 
 
-def execute(recipe, resume_dir: Path | None) -> int:
+def execute(recipe, resume_dir: Path | None, rerun: str | None = None) -> int:
     from rprm_ray.loop import Run, RunError
     from rprm_ray.manifest import ManifestError
     from rprm_ray.pipeline import run_pipeline
@@ -51,13 +57,22 @@ def execute(recipe, resume_dir: Path | None) -> int:
 
     try:
         run = Run.open(recipe, resume_dir)
+        if rerun:
+            print(f"rerun: forgot {', '.join(run.manifest.forget(rerun))}")
     except (RunError, ManifestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     init_ray(recipe)
     run.roles = Roles(recipe)
+    from rprm_ray.deepspeed_setup import NonFiniteLossError
+
     try:
         run_pipeline(run)
+    except (RunError, ManifestError, NonFiniteLossError) as exc:
+        # One line naming the stage; finished stages are kept. A trainer actor's error arrives as
+        # Ray's RayTaskError (a subclass of the original): its `cause` is the message to show.
+        print(f"error: {getattr(exc, 'cause', None) or exc}", file=sys.stderr)
+        return 1
     finally:
         run.roles.shutdown()
         write_report(run.dir)

@@ -385,16 +385,24 @@ def add_submit_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_submit(args: argparse.Namespace) -> int:
+    from rprm_ray.commands.submit_safety import run_root_message, secret_like_files, secrets_message
     from rprm_ray.config import RecipeError, load_recipe
 
     try:
         overrides = job_overrides(args.overrides)
         recipe = load_recipe(args.recipe, overrides)  # before any network: bad recipes fail here
+        problem = run_root_message(recipe.run_root, args.recipe)
+        if problem:
+            raise SubmitError(problem)
         runtime_env, env_file = load_runtime_env(args.runtime_env)
         working_dir = runtime_env.get("working_dir")
         upload = None
         if isinstance(working_dir, str) and "://" not in working_dir:
             upload = measure_upload(Path(working_dir), runtime_env.get("excludes", []))
+            problem = secrets_message(secret_like_files(name for name, _ in upload.files),
+                                      upload.working_dir, env_file)
+            if problem:
+                raise SubmitError(problem)
             check_upload_size(upload, upload_limit_bytes(), env_file)
         entrypoint = args.entrypoint or build_entrypoint(recipe_path_in_job(args.recipe, upload), overrides)
         address = resolve_address(args.address)

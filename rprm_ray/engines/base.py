@@ -154,6 +154,10 @@ def check_model_dir(model_dir: str | Path, who: str = "engine") -> Path:
         raise FileNotFoundError(f"{who}: model directory not found: {path}")
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{who}: {path} has no config.json (not an HF model directory)")
+    if not any(path.glob("*.safetensors")):
+        # Pickled weights (pytorch_model.bin, *.pt) can run code when loaded: never loaded here.
+        raise FileNotFoundError(f"{who}: {path} has no *.safetensors weights; only safetensors checkpoints "
+                                f"are loaded (convert pickled weights with transformers' save_pretrained)")
     return path
 
 

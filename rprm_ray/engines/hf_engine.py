@@ -51,7 +51,7 @@ class HFEngine:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(
-            self.model_dir, dtype=self.dtype, trust_remote_code=settings.trust_remote_code
+            self.model_dir, dtype=self.dtype, trust_remote_code=settings.trust_remote_code, use_safetensors=True
         ).to(self.device)
         self.model.eval()
         self._eos_ids = self._eos_token_ids()
@@ -190,7 +190,7 @@ class HFEngine:
 
         path = check_model_dir(model_dir, "transformers engine.load_weights")
         fresh = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=self.dtype, trust_remote_code=self.settings.trust_remote_code
+            str(path), dtype=self.dtype, trust_remote_code=self.settings.trust_remote_code, use_safetensors=True
         )
         with torch.no_grad():
             # strict: a checkpoint of another architecture must fail, not half-load.

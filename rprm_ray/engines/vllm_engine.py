@@ -120,6 +120,7 @@ class VllmEngine:
             gpu_memory_utilization=settings.gpu_memory_utilization,
             enforce_eager=settings.enforce_eager,
             trust_remote_code=settings.trust_remote_code,
+            load_format="safetensors",  # never pickled weights (they can run code on load)
             # uni: the model lives in this process, which is what a Ray actor wants; with tensor
             # parallelism vLLM picks mp, or ray inside a placement group.
             distributed_executor_backend="uni" if settings.tensor_parallel_size == 1 else None,

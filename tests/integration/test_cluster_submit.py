@@ -116,7 +116,8 @@ def _workdir(tmp_path: Path) -> tuple[Path, Path]:
     """A tiny working_dir with a valid recipe and a runtime env file pointing at it."""
     wd = tmp_path / "wd"
     (wd / "recipes").mkdir(parents=True)
-    (wd / "recipes" / "job.yaml").write_text("name: submit-test\n")
+    # An absolute run_root: submit refuses a relative one (it would land in Ray's temporary copy).
+    (wd / "recipes" / "job.yaml").write_text(f"name: submit-test\nrun_root: {tmp_path / 'runs'}\n")
     env_file = tmp_path / "runtime_env.yaml"
     env_file.write_text(f"working_dir: {wd}\nexcludes: ['/runs/']\nenv_vars:\n  RPRM_TEST_VAR: from-runtime-env\n")
     return wd, env_file

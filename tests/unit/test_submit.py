@@ -88,7 +88,7 @@ def test_launcher_config_names_its_node_types_and_keeps_the_dashboard_local():
     assert cfg["head_node_type"] in cfg["available_node_types"]
     head_start = " ".join(cfg["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start
-    assert any("rprm-ray[gpu]" in c for c in cfg["setup_commands"])
+    assert any("rprm_ray-*.whl" in c and "[gpu]" in c for c in cfg["setup_commands"])  # from the checkout's wheel
     workers = [t for name, t in cfg["available_node_types"].items() if name != cfg["head_node_type"]]
     assert workers and all(t["max_workers"] >= t["min_workers"] for t in workers)
 
