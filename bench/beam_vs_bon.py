@@ -8,7 +8,7 @@ actor, judge Serve deployment), and prints every draw, the means and the paired 
 beam minus Best-of-N pooled over the seeds.
 
     .venv/bin/python bench/beam_vs_bon.py --run runs/<name> [--seeds 0 1 2] [--aggregation prod]
-        [--beam-prune-below none 0.5]
+        [--beam-prune-below none 0.5] [--set k=v ...] [--smoke (one seed: a check)]
 
 Measured (2-core CPU, session 7's run `w5`, Best-of-8 with min, beam N=8 M=4 with min;
 `--beam-prune-below none 0.5`, 16.7 min):
@@ -52,14 +52,19 @@ def main() -> int:
     parser.add_argument("--aggregation", default=None, help="Best-of-N's (default: the run's best_aggregation)")
     parser.add_argument("--beam-prune-below", type=_prune_value, nargs="+", default=None, metavar="T|none",
                         help="beam variants to run beside Best-of-N (default: the run's search.beam_prune_below)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field of the run's recipe (e.g. resources.serve_port=8001)")
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks that the bench runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.seeds = args.seeds[:1]
 
     from rprm_ray.roles import Roles, init_ray
 
     manifest = json.loads((args.run / "manifest.json").read_text())
     state = manifest["state"]
     bon_how = args.aggregation or manifest["stages"]["final/best_of_n"]["metrics"]["best_aggregation"]
-    recipe = load_recipe(args.run / "recipe.yaml", ["name=bench-beam-vs-bon"])
+    recipe = load_recipe(args.run / "recipe.yaml", ["name=bench-beam-vs-bon", *args.overrides])
     task = make_task(recipe)
     problems = task.problems("eval")
     s = recipe.search

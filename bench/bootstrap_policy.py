@@ -3,6 +3,7 @@ printed beside the targets (>= 60% accuracy, <= 6 min total on a 2-core CPU mach
 
     .venv/bin/python bench/bootstrap_policy.py [--recipe recipes/tiny_arith.yaml] [--stages 0 2]
         [--steps N] [--set k=v ...] [--interleave STEPS ROUNDS]
+    .venv/bin/python bench/bootstrap_policy.py --smoke    (10 steps, 8 held-out problems: a check)
 
 With several --stages the same bootstrap runs once per ZeRO stage (fresh model each time, the same
 seed), so DeepSpeed's per-stage overhead is read side by side from one invocation. Models go to a
@@ -75,7 +76,13 @@ def main() -> int:
     parser.add_argument("--interleave", type=int, nargs=2, metavar=("STEPS", "ROUNDS"), default=None,
                         help="instead of full bootstraps, compare the stages' per-step cost by "
                              "alternating STEPS SFT steps per stage for ROUNDS rounds in one process")
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks that the bench runs")
     args = parser.parse_args()
+    if args.smoke:  # a few steps on a small world: checks the bootstrap path, not its accuracy
+        args.steps = 10
+        args.overrides = ["task.train_problems=200", "task.eval_problems=8", "trainer.micro_batch_size_per_device=8",
+                          "trainer.global_batch_size=8", *args.overrides]
+        args.no_progress = True
     if args.interleave:
         interleaved_stage_overhead(args.recipe, args.overrides, args.stages, *args.interleave)
         return 0

@@ -16,7 +16,12 @@ generated-token rate is printed too.
 Without --model-dir an untrained tiny model is built: its critiques are noise, which costs the
 same to generate as sense (most run to max_new_tokens, like long real critiques).
 
+The paper-style prompts are ~2,250 bytes, one token each for the char-level tiny model, so the
+untrained tiny judge is built with positions for the longest prompt plus the critique (and the
+engines get that context length); a --model-dir too short for them is refused.
+
     .venv/bin/python bench/judge_throughput.py [--steps 64] [--k 4] [--max-new-tokens 96] [--rounds 3]
+    .venv/bin/python bench/judge_throughput.py --smoke      (2 steps, K=1, 8 tokens, 1 round: a check)
 """
 
 from __future__ import annotations
@@ -46,6 +51,19 @@ def labeled_steps(num_steps: int) -> pa.Table:
     return table.slice(0, num_steps)
 
 
+def model_positions(model_dir: Path) -> int:
+    import json
+
+    return int(json.loads((model_dir / "config.json").read_text())["max_position_embeddings"])
+
+
+def tokenizer_of(model_dir: Path) -> Callable[[str], list[int]]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    return lambda text: tok.encode(text, add_special_tokens=False)
+
+
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
     start = time.perf_counter()
     out = fn()
@@ -63,17 +81,30 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="Ray CPUs = the replica's CPUs")
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks that the bench runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.k, args.max_new_tokens, args.rounds = 2, 1, 8, 1
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+    steps = labeled_steps(args.steps)
+    prompts = judging.judge_prompts(steps, get_style(args.style))
     tmp = tempfile.TemporaryDirectory(prefix="judge_bench_")
     model_dir = args.model_dir
     if model_dir is None:
         from rprm_ray.tiny import build_tiny_model
 
-        model_dir = build_tiny_model(TinyModelConfig(), Path(tmp.name) / "tiny_judge", seed=0)
+        # One token per byte: positions for the longest prompt and its critique, in whole 512s.
+        longest = max(len(p.encode()) for p in prompts) + args.max_new_tokens + 1
+        tiny = TinyModelConfig(max_position_embeddings=-(-longest // 512) * 512)
+        model_dir = build_tiny_model(tiny, Path(tmp.name) / "tiny_judge", seed=0)
     model_dir = Path(model_dir).resolve()
+    context = model_positions(model_dir)
+    longest = max(len(tokenizer_of(model_dir)(p)) for p in prompts) + args.max_new_tokens
+    if longest > context:
+        raise SystemExit(f"{model_dir}: {context} positions, but the longest {args.style} judge prompt "
+                         f"and its critique take {longest} tokens")
 
     sampling = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens, seed=0)
     # One replica with all the CPUs: the same engine and threads as bare vLLM in this process.
@@ -83,9 +114,8 @@ def main() -> int:
         num_cpus_per_replica=args.cpus,
         max_batch_rows_per_request=max(args.steps, 1),
         autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=1),
+        max_model_len_tokens=context,
     )
-    steps = labeled_steps(args.steps)
-    prompts = judging.judge_prompts(steps, get_style(args.style))
     critiques = args.steps * args.k
 
     # (a) bare vLLM: `LLM.generate` on the very `vllm.LLM` the judge's engine builds (same engine

@@ -8,7 +8,7 @@ prints, separately for the states where the policy's step is right and where it 
 the judge's R line is the expected step and how often its verdict is right; then the share of the
 judge's rejections that hit a wrong step (the precision of "the judge says no").
 
-    .venv/bin/python bench/judge_vs_policy_steps.py --run runs/<name> [--problems 1024]
+    .venv/bin/python bench/judge_vs_policy_steps.py --run runs/<name> [--problems 1024] [--smoke (8 problems)]
 
 (from the directory the run was started in: the manifest's model paths are relative to it)
 
@@ -59,7 +59,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, type=Path, help="a finished run directory (runs/<name>)")
     parser.add_argument("--problems", type=int, default=1024)
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks that the bench runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.problems = 8
 
     recipe = load_recipe(args.run / "recipe.yaml", [])
     if recipe.task.kind != "arith":

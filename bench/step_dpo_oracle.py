@@ -7,7 +7,8 @@ the step the policy wrote): exactly the pairs a perfect judge would hand step DP
 where greedy decoding goes wrong. Each learning rate starts from M1 again (same pairs, same seed);
 greedy pass@1 on the held-out problems is printed beside M1's.
 
-    .venv/bin/python bench/step_dpo_oracle.py [--problems 6000] [--lr 2e-5 5e-5 1e-4] [--epochs 1]
+    .venv/bin/python bench/step_dpo_oracle.py [--problems 6000] [--lr 2e-5 5e-5 1e-4] [--epochs 1] [--set k=v]
+    .venv/bin/python bench/step_dpo_oracle.py --smoke     (a 150-step M1, 40 problems: a check)
 
 Measured (2-core CPU, one epoch, beta 0.1, NLL coefficient 1), M1 at 80.0: with `--problems 2000
 --lr 2e-5 1e-4` (287 pairs) 80.75 and 75.5; with the same pairs from 6000 problems (891) 79.75,
@@ -20,6 +21,7 @@ since session 4; another machine, M1 73.75, 1,128 pairs from 6,000 problems): 2e
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,11 +70,23 @@ def main() -> int:
     parser.add_argument("--problems", type=int, default=6000, help="training problems decoded for pairs")
     parser.add_argument("--lr", type=float, nargs="+", default=[2e-5, 5e-5, 1e-4])
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field of recipes/tiny_arith.yaml")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a small size (a 150-step M1, in a temporary model cache, that writes steps "
+                             "to pair): checks that the bench runs")
     args = parser.parse_args()
+    smoke_cache = None
+    if args.smoke:
+        smoke_cache = tempfile.TemporaryDirectory(prefix="bench-oracle-")
+        args.problems, args.lr = 40, [1e-4]
+        args.overrides = ["task.train_problems=400", "task.eval_problems=8", "bootstrap.policy_sft_steps=150",
+                          "trainer.micro_batch_size_per_device=16", "trainer.global_batch_size=16",
+                          f"model_cache={smoke_cache.name}", *args.overrides]
 
     from rprm_ray.training import DeepSpeedTrainer
 
-    recipe = load_recipe(RECIPE, [])
+    recipe = load_recipe(RECIPE, args.overrides)
     style = get_style(recipe.models.prompt_style)
     m1 = Path(bootstrap_policy(recipe, progress=False)["model_dir"])
     train, held_out = arith.make_splits(recipe.task)
@@ -81,6 +95,8 @@ def main() -> int:
     pairs = perfect_pairs(engine, style, train[: args.problems])
     print(f"M1 {m1.name}: greedy pass@1 {base:.2f} on {len(held_out)} held-out problems; "
           f"{pairs.num_rows} perfect pairs from {args.problems} training problems")
+    if pairs.num_rows == 0:
+        raise SystemExit("step_dpo_oracle: M1 wrote no step to pair (no parsable wrong step); train it longer")
     print(f"{'step-DPO lr':>12}{'pass@1':>9}{'vs M1':>8}{'reward acc':>12}{'train s':>9}")
     for lr in args.lr:
         trainer = DeepSpeedTrainer(m1, recipe.trainer, total_steps=1, progress=False)

@@ -6,7 +6,7 @@ pass@1 on a dev set of fresh problems (task seed 7, the held-out test problems r
 side with M1's, in one run. Settings: every learning rate with and without DPO-Positive.
 
     .venv/bin/python bench/step_dpo_replay.py --run runs/<name> [--lr 2e-5 1e-4] [--dpop-lambda 0 50]
-        [--nll-coef 1 10] [--epochs 1]
+        [--nll-coef 1 10] [--epochs 1] [--smoke (one setting, 8 dev problems: a check)]
 
 Measured (2-core CPU; a demo run of the recipe before its judge hold-out, M1 73.75 on the test set;
 412 pairs; one epoch, beta 0.1, NLL coefficient 1), dev pass@1 of M1 76.00:
@@ -48,7 +48,10 @@ def main() -> int:
                         help="NLL-of-chosen coefficients (default: the run's trainer.dpo_nll_coef)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--dev-problems", type=int, default=400)
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks that the bench runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.lr, args.dpop_lambda, args.dev_problems = [1e-4], [50.0], 8
 
     from rprm_ray.training import DeepSpeedTrainer
 

@@ -7,6 +7,7 @@ each timing excludes actor start-up and DeepSpeed init (a short warm-up SFT call
 
     .venv/bin/python bench/trainer_layouts.py --model models/<policy dir> [--data judge --run runs/X]
         [--steps 150] [--rounds 2]
+    .venv/bin/python bench/trainer_layouts.py --model DIR --smoke     (2 steps, 1 round: a check)
 
 Measured on the 2-core machine (session 9, `--rounds 2`): policy data from the base model, 100 steps:
 1 rank 6.68 steps/s, 2 ranks 0.99x, packed 0.97x; judge data (run w10's) from M1, 60 steps: 1 rank
@@ -66,7 +67,10 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=None, help="finished run dir (for --data judge)")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks that the bench runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.rounds = 2, 1
 
     import ray
 

@@ -37,12 +37,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
-    """One local Ray cluster per session (2 CPUs: the machine has 2 cores)."""
+    """One local Ray cluster per session. Logical CPUs: 4, as `rprm-ray run` reserves for a run's
+    generator, judge and trainer at once (engines idle while the trainer works), on 2 cores."""
     import ray
 
     if not ray.is_initialized():
         ray.init(
-            num_cpus=2,
+            num_cpus=4,
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,
@@ -73,3 +74,12 @@ def vllm_engine(tiny_model_dir: Path):
     yield llm
     del llm
     gc.collect()  # drops the engine-core client, which stops the child process
+
+
+@pytest.fixture(scope="session")
+def micro_runs(ray_cluster, tmp_path_factory: pytest.TempPathFactory):
+    """End-to-end runs of the micro world (tests/micro_world.py), one per mode, each made on the
+    session's cluster the first time a test asks for it and shared by every test after."""
+    from micro_world import MicroRuns
+
+    return MicroRuns(tmp_path_factory.mktemp("micro_runs"))

@@ -18,15 +18,16 @@ import pytest
 
 from rprm_ray import batches
 from rprm_ray.config import AutoscalingConfig, JudgeConfig, SamplingConfig, TaskConfig, TinyModelConfig
-from rprm_ray.prompts import VERDICT_PREFIX, parse_pairwise, parse_verdict
+from rprm_ray.prompts import VERDICT_PREFIX, VERDICTS, parse_pairwise, parse_verdict
 
 pytestmark = pytest.mark.integration
 
 K = 2
-# Shorter than the verdict prefix: an untrained model cannot write a valid critique, so every
-# critique must be counted invalid.
+# Long enough that a burst of requests keeps replicas busy (the autoscaling test).
 MAX_NEW_TOKENS = 24
-assert MAX_NEW_TOKENS < len(VERDICT_PREFIX)
+# Fewer tokens than the shortest valid critique ending (the verdict prefix, then " No"), so an
+# untrained model cannot write a valid critique: checked against the tiny model's tokenizer.
+TOO_SHORT_FOR_A_VERDICT = 3
 
 
 def _free_port() -> int:
@@ -75,9 +76,15 @@ def eval_steps() -> pa.Table:
     return labeled_steps_table(eval_problems, seed=3, error_rate=0.5)
 
 
-def test_untrained_judge_critiques_are_all_counted_invalid(judge, eval_steps: pa.Table) -> None:
+def test_untrained_judge_critiques_are_all_counted_invalid(judge, eval_steps: pa.Table, tiny_model_dir) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    shortest = min(len(tok.encode(f"{VERDICT_PREFIX} {v}", add_special_tokens=False)) for v in VERDICTS)
+    assert TOO_SHORT_FOR_A_VERDICT < shortest
+    short = SamplingConfig(temperature=1.0, max_new_tokens=TOO_SHORT_FOR_A_VERDICT, seed=0)
     steps = eval_steps.slice(0, 10)  # 10 rows at 4 per request: 3 concurrent requests
-    critiques, scores = judge.score_steps(steps)
+    critiques, scores = judge.score_steps(steps, sampling=short)
 
     assert critiques.num_rows == 10 * K
     expected_keys = [

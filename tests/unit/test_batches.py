@@ -97,7 +97,21 @@ def test_from_parquet_errors_name_the_file(tmp_path):
 
 def test_concat_validates_each_part():
     a = batches.from_rows(step_rows(2), "labeled_steps")
-    rows = step_rows(3)[2:]
-    b = batches.from_rows(rows, "labeled_steps")
-    assert batches.concat([a, b], "labeled_steps").num_rows == 3
+    # A part with its columns in another order and a wider integer type is cast to the schema
+    # before the parts are joined (pyarrow alone refuses to join differing schemas).
+    b = pa.Table.from_pylist(step_rows(3)[2:])
+    b = b.select(list(reversed(b.column_names)))
+    b = b.set_column(b.column_names.index("step_idx"), "step_idx", b.column("step_idx").cast(pa.int64()))
+    joined = batches.concat([a, b], "labeled_steps")
+    assert joined.schema.equals(batches.SCHEMAS["labeled_steps"])
+    assert joined.to_pylist() == batches.from_rows(step_rows(3), "labeled_steps").to_pylist()
     assert batches.concat([], "problems").num_rows == 0
+    # A bad part is named by its column, not joined.
+    with pytest.raises(BatchError, match=r"labeled_steps: missing column 'now_step'"):
+        batches.concat([a, b.drop_columns(["now_step"])], "labeled_steps")
+    nulls = b.set_column(b.column_names.index("now_step"), "now_step", pa.array([None], pa.string()))
+    with pytest.raises(BatchError, match=r"column 'now_step' is null at row 0"):
+        batches.concat([a, nulls], "labeled_steps")
+    # Parts that are each valid but repeat a row's key make an invalid whole.
+    with pytest.raises(BatchError):
+        batches.concat([a, a], "labeled_steps")

@@ -82,7 +82,8 @@ def test_fewer_logprob_positions_than_tokens_is_an_error():
 
 
 def test_verdict_prefix_matches_the_prompt_module():
-    prompts = pytest.importorskip("rprm_ray.prompts")
+    from rprm_ray import prompts
+
     assert prompts.VERDICT_PREFIX == VERDICT_PREFIX
 
 

@@ -1,0 +1,116 @@
+"""Run every benchmark in bench/ and print the line that carries each one's figure (`make bench`).
+
+    python scripts/bench_all.py --run runs/<a finished guided run> [--smoke] [--only NAME ...]
+
+Benchmarks that read a finished run get `--run` (or its M1 via `--model`); the rest build what
+they need. At full size the whole set takes an hour or more on a 2-core machine; `--smoke` runs
+each at its smallest size (what `make test` does). Exit status: the number of benchmarks that
+failed or printed no result line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# What each benchmark needs beside its size, from the run directory and its manifest state.
+INPUTS: dict[str, Callable[[Path, dict], list[str]]] = {
+    # A port of its own: Serve's default may be held by a run on the same machine.
+    "beam_vs_bon.py": lambda run, state: ["--run", str(run), "--set", f"resources.serve_port={free_port()}"],
+    "judge_vs_policy_steps.py": lambda run, state: ["--run", str(run)],
+    "logprobs_cost.py": lambda run, state: ["--run", str(run)],
+    "step_dpo_replay.py": lambda run, state: ["--run", str(run)],
+    "trainer_layouts.py": lambda run, state: ["--model", state["m1_dir"]],
+}
+# The line with each benchmark's figure (its ratio where it has one): printed means measured.
+RESULT: dict[str, str] = {
+    "beam_vs_bon.py": r"beam\S* - Best-of-N over \d+ seeds: .*",
+    "bootstrap_policy.py": r"\[zero \d\] accuracy \d+\.\d%.*",
+    "judge_throughput.py": r"b/a = \d+\.\d\d .* b/c = \d+\.\d\d",
+    "judge_vs_policy_steps.py": r"judge said No \d+ times.*",
+    "logprobs_cost.py": r"generator \(\d+ prefixes x 6\): .* ratio +\d+\.\d\dx",
+    "search_batching.py": r"speed-up \(one-at-a-time / batched\): \d+\.\d\dx.*",
+    "step_dpo_oracle.py": r" +\d+e-\d\d +\d+\.\d\d +[+-]\d+\.\d\d.*",
+    "step_dpo_replay.py": r" +\d+e-\d\d +\d+ +\d+(\.\d+)? +\d+\.\d\d +[+-]\d+\.\d\d.*",
+    "trainer_layouts.py": r" +2 ranks, padded +\d+\.\d\d steps/s +\d+\.\d\dx",
+}
+
+
+def scripts() -> list[str]:
+    return sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+
+
+def command(script: str, run_dir: Path | None, smoke: bool) -> list[str]:
+    args = [sys.executable, str(BENCH / script)] + (["--smoke"] if smoke else [])
+    if script in INPUTS:
+        if run_dir is None:
+            raise SystemExit(f"bench/{script} reads a finished run: give --run runs/<name>")
+        state = json.loads((run_dir / "manifest.json").read_text())["state"]
+        args += INPUTS[script](run_dir, state)
+    return args
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)  # benchmarks that use Ray start their own local cluster
+    # This checkout's code, whichever checkout the environment's editable install points at.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def result_lines(script: str, stdout: str) -> list[str]:
+    pattern = RESULT.get(script)
+    return [m.group(0).strip() for m in re.finditer(pattern, stdout)] if pattern else []
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=None, help="a finished guided run directory")
+    parser.add_argument("--smoke", action="store_true", help="each benchmark at its smallest size")
+    parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="these scripts only")
+    args = parser.parse_args()
+    if args.run is not None and not (args.run / "manifest.json").is_file():
+        raise SystemExit(f"{args.run}: not a run directory (no manifest.json)")
+    chosen = [s for s in scripts() if args.only is None or s in args.only or s.removesuffix(".py") in args.only]
+    summary: list[tuple[str, float, list[str], int]] = []
+    for script in chosen:
+        cmd = command(script, args.run, args.smoke)
+        print(f"\n=== {' '.join(cmd[1:])}", flush=True)
+        start = time.perf_counter()
+        done = subprocess.run(cmd, cwd=ROOT, env=environment(), stdout=subprocess.PIPE, text=True)
+        sys.stdout.write(done.stdout)
+        summary.append((script, time.perf_counter() - start, result_lines(script, done.stdout), done.returncode))
+    print("\n=== summary" + (" (smoke size)" if args.smoke else ""))
+    failed = 0
+    for script, seconds, lines, rc in summary:
+        ok = rc == 0 and (lines or script not in RESULT)
+        failed += not ok
+        status = "ok" if ok else f"FAILED (exit {rc})" if rc else "FAILED (no result line)"
+        print(f"{script:28}{seconds:7.0f}s  {status}")
+        for line in lines:
+            print(f"    {line}")
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())

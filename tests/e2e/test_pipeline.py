@@ -1,0 +1,135 @@
+"""End to end: the micro world (tests/micro_world.py) through every stage of modes `guided` and
+`psrlm`, with real Ray, Serve, vLLM and DeepSpeed, through `rprm-ray run`'s entry point; the
+report is written and read back. Then a guided run whose driver is killed (SIGKILL) inside a stage
+and resumed must give the uninterrupted run's outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from micro_world import ROOT, cli_args, finished_stages, free_port, stage_outputs
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
+
+POLICY_STAGES = ["iter_0/data", "iter_0/policy_sft", "iter_0/policy_eval"]
+JUDGE_STAGES = ["iter_0/judge_seed", "iter_0/judge_sft", "iter_0/judge_eval_sft", "iter_0/judge_samples",
+                "iter_0/judge_dpo", "iter_0/judge_eval_dpo"]
+LOOP_STAGES = ["iter_1/search", "iter_1/step_dpo", "iter_1/policy_eval"]
+GUIDED = [*POLICY_STAGES, *JUDGE_STAGES, *LOOP_STAGES, "final/best_of_n", "final/beam"]
+PSRLM = [*POLICY_STAGES, *LOOP_STAGES]
+
+
+def percent(x) -> bool:
+    return isinstance(x, (int, float)) and 0 <= x <= 100
+
+
+def check_report(run_dir: Path, console: str, stages: list[str]) -> dict:
+    """The run's stages finished in order, and its report (metrics.json, report.html, the summary)
+    reads back with every stage's figures."""
+    from rprm_ray.report import summary_text
+
+    assert finished_stages(run_dir) == stages
+    for key in stages:
+        assert f"[done] {key}" in console
+    assert f"report: {run_dir / 'report.html'}" in console
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert list(metrics["stages"]) == stages
+    assert metrics["pass@1_per_iteration"].keys() == {"0", "1"}
+    assert all(percent(v) for v in metrics["pass@1_per_iteration"].values())
+    assert metrics["stages"]["iter_0/policy_sft"]["steps"] == 150
+    sft = metrics["stages"]["iter_0/policy_sft"]
+    assert sft["loss_last"] < sft["loss_first"]
+    assert metrics["stages"]["iter_1/policy_eval"]["problems"] == 8
+    assert metrics["pass@1_final_vs_M1"]["baseline"] == "iter_0/policy_eval"
+    # Step DPO trained on the search's pairs, and the iteration's evaluation used the new weights.
+    dpo = metrics["stages"]["iter_1/step_dpo"]
+    assert dpo["pairs"] == metrics["stages"]["iter_1/search"]["pairs"] > 0
+    policy_dir = Path(json.loads((run_dir / "manifest.json").read_text())["state"]["policy_dir"])
+    assert policy_dir == run_dir / "iter_1" / "step_dpo" / "model"
+    assert (policy_dir / "checksum.txt").is_file()
+    html = (run_dir / "report.html").read_text()
+    summary = summary_text(run_dir)
+    assert summary and summary in console
+    for png in ("accuracy_per_iteration.png",):
+        assert (run_dir / png).stat().st_size > 0 and png in html
+    return metrics
+
+
+def test_guided_runs_every_stage_and_reports(micro_runs):
+    run_dir, console = micro_runs.get("guided")
+    m = check_report(run_dir, console, GUIDED)
+    judge = m["judge"]
+    assert judge.keys() == {"sft", "dpo"}
+    assert all(percent(judge[p]["f1"]) for p in judge)
+    assert judge["dpo"]["f1_at_k"].keys() == {"1", "2"}  # the K curve, for the final judge only
+    # The judge learned the verdict line, so its own critiques gave DPO pairs and DPO trained.
+    samples = m["stages"]["iter_0/judge_samples"]
+    assert samples["pairs"] > 0 and m["stages"]["iter_0/judge_dpo"]["pairs"] == samples["pairs"]
+    assert m["best_of_n"]["problems"] == 8 and sorted(m["best_of_n"]["bon_min"]) == ["1", "2"]
+    assert m["beam"]["problems"] == 8 and m["beam"]["beam_width"] == 2
+    for png in ("judge_f1_per_phase.png", "f1_vs_k.png", "accuracy_vs_n.png"):
+        assert (run_dir / png).stat().st_size > 0
+
+
+def test_psrlm_runs_every_stage_and_reports(micro_runs):
+    run_dir, console = micro_runs.get("psrlm")
+    m = check_report(run_dir, console, PSRLM)
+    assert "judge" not in m and "best_of_n" not in m
+    # M1 learned pairwise judging beside the solutions (EFT): more examples than solutions alone.
+    assert m["stages"]["iter_0/policy_sft"]["examples"] > m["stages"]["iter_0/data"]["problems_train"]
+
+
+def _driver(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "rprm_ray.cli", *args]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)  # the driver starts its own local cluster, as `rprm-ray run` does
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)  # this checkout's code
+    return env
+
+
+KILL_IN = "iter_0/judge_eval_sft"  # killed as soon as the stage before it is recorded
+
+
+def test_killed_driver_resumes_to_the_uninterrupted_outputs(micro_runs, tmp_path):
+    full_dir, _ = micro_runs.get("guided")
+    sets = micro_runs.sets("guided", tmp_path, "killed", serve_port=free_port())
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen(_driver(cli_args(sets)), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    before = GUIDED[:GUIDED.index(KILL_IN)]
+    deadline = time.monotonic() + 600
+    while len(finished_stages(run_dir)) < len(before):
+        assert proc.poll() is None, "the driver exited before the stage to kill in"
+        assert time.monotonic() < deadline, f"timed out waiting for {before[-1]}"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert finished_stages(run_dir) == before  # killed inside KILL_IN: not recorded
+
+    resumed = subprocess.run(_driver(cli_args(sets, "--resume", str(run_dir))), cwd=ROOT, env=_env(),
+                             capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    for key in before:
+        assert f"[skip] {key}" in resumed.stdout
+    for key in GUIDED[len(before):]:
+        assert f"[done] {key}" in resumed.stdout
+    assert finished_stages(run_dir) == GUIDED
+
+    a, b = stage_outputs(full_dir), stage_outputs(run_dir)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name] == b[name], f"{name} differs between the uninterrupted and the resumed run"
+    ma = json.loads((full_dir / "metrics.json").read_text())
+    mb = json.loads((run_dir / "metrics.json").read_text())
+    assert ma["pass@1_per_iteration"] == mb["pass@1_per_iteration"] and ma["judge"] == mb["judge"]
