@@ -61,5 +61,6 @@ def execute(recipe, resume_dir: Path | None) -> int:
     finally:
         run.roles.shutdown()
         write_report(run.dir)
+        run.finish()
     print(summary_text(run.dir))
     return 0
