@@ -222,7 +222,7 @@ def judged_solutions_section(manifest: Manifest) -> str:
         steps = steps.filter(pc.is_in(steps.column("solution_id"), pa.array(scores.column("solution_id").unique())))
         threshold = manifest.data["recipe"].get("evaluation", {}).get("threshold", 0.5)
         return (f'<p class="note">The judge after {phase.upper()} (one greedy critique per step) on held-out '
-                "labeled solutions. Click a step for its critique.</p>"
+                "labeled solutions: each step's colour is its score, red (0) to green (1); click a step for its critique.</p>"
                 + report_html.judged_solutions_html(steps, critiques, scores, threshold))
     return '<p class="note">(no judge evaluation has finished yet)</p>'
 
