@@ -174,14 +174,14 @@ def search_levels_html(trace: pa.Table, results: pa.Table | None, strategy: str)
         head += "</p>"
     score_name = "wins" if wins else "score"
     out = [head, f'<p class="note">green: kept; red, struck through: rejected (the step pair\'s other side); '
-                 f'dashed: a tie ({score_name}s all equal). Each candidate shows its {score_name}.</p>']
+                 f'dashed: a tie (every candidate scored the same). Each candidate shows its {score_name}.</p>']
     for level in sorted(levels):
         cands = sorted(levels[level], key=lambda r: r["candidate_id"])
         top = max((c["score"] or 0.0 for c in cands), default=0.0) or 1.0
         chips = []
         for c in cands:
             if c["score"] is None:
-                meta = "not judged (lone candidate)"
+                meta = "lone candidate, not judged" if len(cands) == 1 else "no score (no valid critique)"
                 colour = score_colour(None)
             elif wins:
                 meta, colour = f"wins {c['score']:g}", score_colour(c["score"] / top)
