@@ -152,6 +152,11 @@ def _serve_options(cfg: JudgeConfig) -> dict[str, Any]:
         "ray_actor_options": {
             "num_cpus": cfg.num_cpus_per_replica,
             "num_gpus": cfg.num_gpus_per_replica,
+            # vLLM's own logging set-up (logging.config.dictConfig) closes every handler in the
+            # process, Serve's log-file handler included: the replica's access lines would then
+            # reach no file. Without it, vLLM's warnings go through Python's default handler to
+            # stderr, which Serve keeps in the replica's log file.
+            "runtime_env": {"env_vars": {"VLLM_CONFIGURE_LOGGING": "0"}},
         },
     }
 

@@ -149,6 +149,20 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("depth", _i32, False),
         ("rollbacks", _i32, False),
     ),
+    # Every kept candidate of a step-by-step search, level by level (what the report shows): its
+    # score (greedy: the judge's step score; self-judged: pairwise wins), and `outcome` "kept" (the
+    # step appended), "rejected" (the other side of the level's step pair), "candidate", or "tied"
+    # (the judge did not discriminate; the search rolled back or kept the first).
+    "search_trace": _schema(
+        ("problem_id", _str, False),
+        ("prefix_id", _str, False),
+        ("level", _i32, False),
+        ("candidate_id", _i32, False),
+        ("step", _str, False),
+        ("finished", _bool, False),
+        ("score", _f64, True),
+        ("outcome", _str, False),
+    ),
     # Supervised examples: loss on `completion` tokens only.
     "sft_examples": _schema(
         ("example_id", _str, False),
@@ -171,6 +185,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "preference_pairs": ("pair_id",),
     "sft_examples": ("example_id",),
     "search_results": ("problem_id",),
+    "search_trace": ("prefix_id", "candidate_id"),
 }
 
 

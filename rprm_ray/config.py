@@ -354,6 +354,15 @@ class ResourcesConfig(_Strict):
     serve_port: int = Field(8000, ge=1, le=65535)
 
 
+class TrackingConfig(_Strict):
+    """Send the run's metrics and the report's plots to an experiment tracker. TensorBoard: event
+    files on local disk, no server or account; `tensorboard --logdir <dir>` shows them."""
+
+    backend: Literal["tensorboard"] = "tensorboard"
+    dir: Path | None = None  # None: <run dir>/tensorboard; a relative path is under the run dir
+    log_plots: bool = True  # the report's PNG plots as images, when the report is written
+
+
 class Recipe(_Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
@@ -370,6 +379,7 @@ class Recipe(_Strict):
     search: SearchConfig = SearchConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    tracking: TrackingConfig | None = None  # None: no tracker
 
     @model_validator(mode="after")
     def _cross(self) -> Recipe:

@@ -60,6 +60,7 @@ class Run:
         self.roles = roles
         self.log_lines: list[str] = []
         self._task: Any = None
+        self.tracker: Any = None  # rprm_ray.tracking.Tracker when the recipe has a `tracking:` block
 
     @property
     def task(self) -> Any:
@@ -85,7 +86,7 @@ class Run:
                         f"{resume_dir}: the recipe differs from the one this run started with ({shown}); "
                         f"resume with the same recipe and --set overrides (see {manifest.path})"
                     )
-            return cls(recipe, resume_dir, manifest, roles)
+            return cls(recipe, resume_dir, manifest, roles)._track()
         run_dir = recipe.run_dir
         if (run_dir / "manifest.json").exists():
             old = Manifest.load(run_dir)  # a corrupt one is reported, never replaced
@@ -96,7 +97,20 @@ class Run:
                 )
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
-        return cls(recipe, run_dir, Manifest.create(run_dir, recipe_json), roles)
+        return cls(recipe, run_dir, Manifest.create(run_dir, recipe_json), roles)._track()
+
+    def _track(self) -> Run:
+        from rprm_ray.tracking import make_tracker
+
+        self.tracker = make_tracker(self.recipe, self.dir)
+        return self
+
+    def finish(self) -> None:
+        """After the report is written: its figures and plots to the tracker, which is closed."""
+        if self.tracker is not None:
+            self.tracker.log_report()
+            self.tracker.close()
+            self.tracker = None
 
     # ---- stages ---------------------------------------------------------------------------
     def stage(self, key: str, fn: Callable[[], StageResult]) -> dict[str, Any]:
@@ -113,6 +127,8 @@ class Run:
             outputs[name] = str(path.relative_to(self.dir))
         seconds = time.perf_counter() - t0
         self.manifest.record(key, outputs, result.metrics, seconds, result.state)
+        if self.tracker is not None:
+            self.tracker.log_stage(key, result.metrics, seconds)
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in result.metrics.items() if _scalar(v))
         self.say(f"[done] {key} in {seconds:.1f}s" + (f": {shown}" if shown else ""))
         return result.metrics

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rprm_ray import report_html
 from rprm_ray.evaluation.bon import smallest_n_within_budget
 from rprm_ray.manifest import Manifest, write_json_atomic
 
@@ -186,25 +187,87 @@ def headline_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _output(manifest: Manifest, key: str, name: str, kind: str) -> Any:
+    """A stage's recorded output table, or None when the stage or the output does not exist."""
+    from rprm_ray import batches
+
+    rel = manifest.data["stages"].get(key, {}).get("outputs", {}).get(name)
+    return None if rel is None else batches.from_parquet(manifest.path.parent / rel, kind)
+
+
+def _section(what: str, build: Any) -> str:
+    """A detail section's HTML; a table that cannot be read costs that section only."""
+    try:
+        return build()
+    except Exception as exc:  # noqa: BLE001 - the rest of the report is still worth writing
+        return f'<p class="note">({what} could not be shown: {html.escape(str(exc).splitlines()[0])})</p>'
+
+
+def judged_solutions_section(manifest: Manifest) -> str:
+    """Held-out solutions as the final judge scored them (its greedy K=1 evaluation)."""
+    mode = manifest.data["recipe"]["loop"]["mode"]
+    if mode == "psrlm":
+        return ('<p class="note">In psrlm mode the policy judges its own steps pairwise; there are no '
+                "per-step scores. The search below shows its pairwise wins.</p>")
+    for phase in ("dpo", "sft"):
+        key = f"iter_0/judge_eval_{phase}"
+        critiques = _output(manifest, key, "critiques_greedy", "critiques")
+        scores = _output(manifest, key, "step_scores_greedy", "step_scores")
+        steps = _output(manifest, "iter_0/data", "steps_eval", "labeled_steps")
+        if critiques is None or scores is None or steps is None:
+            continue
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        steps = steps.filter(pc.is_in(steps.column("solution_id"), pa.array(scores.column("solution_id").unique())))
+        threshold = manifest.data["recipe"].get("evaluation", {}).get("threshold", 0.5)
+        return (f'<p class="note">The judge after {phase.upper()} (one greedy critique per step) on held-out '
+                "labeled solutions: each step's colour is its score, red (0) to green (1); click a step for its critique.</p>"
+                + report_html.judged_solutions_html(steps, critiques, scores, threshold))
+    return '<p class="note">(no judge evaluation has finished yet)</p>'
+
+
+def search_section(manifest: Manifest) -> str:
+    """The last self-rewarding search that recorded its candidates, one problem level by level."""
+    mode = manifest.data["recipe"]["loop"]["mode"]
+    if mode == "rprm":
+        return '<p class="note">rprm mode trains and evaluates the judge only; it runs no search.</p>'
+    keys = sorted((k for k in manifest.data["stages"] if k.endswith("/search") and k.startswith("iter_")),
+                  key=lambda k: int(k.split("/")[0].split("_")[1]))
+    for key in reversed(keys):
+        trace = _output(manifest, key, "search_trace", "search_trace")
+        if trace is None:
+            continue
+        results = _output(manifest, key, "search_results", "search_results")
+        strategy = "self_judged" if mode == "psrlm" else "greedy"
+        return (f'<p class="note">Stage <code>{html.escape(key)}</code>: the policy proposes candidate '
+                "steps at each level; the judge keeps one.</p>"
+                + report_html.search_levels_html(trace, results, strategy))
+    return '<p class="note">(no search with recorded candidates has finished yet)</p>'
+
+
 def write_report(run_dir: Path) -> Path:
+    """metrics.json, the PNG plots and a self-contained report.html for a run directory (any
+    mode, finished or not); returns the page's path."""
     manifest = Manifest.load(run_dir)
     summary = collect(manifest)
     write_json_atomic(run_dir / "metrics.json", summary)
     pngs = make_plots(summary, run_dir)
-    stage_rows = [(k, f"{v['seconds']:.1f}s") for k, v in manifest.data["stages"].items()]
-    figures = "".join(f'<figure><img src="{p.name}" alt="{p.stem}"><figcaption>{p.stem.replace("_", " ")}'
-                      f"</figcaption></figure>" for p in pngs)
+    figures = "".join(f'<figure><img src="{report_html.data_uri(p)}" alt="{p.stem}"><figcaption>'
+                      f'<a href="{p.name}">{p.stem.replace("_", " ")}</a></figcaption></figure>' for p in pngs)
+    targets = target_rows(summary)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>rprm-ray run {html.escape(run_dir.name)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;margin:1em 0}}td{{border:1px solid #ccc;padding:4px 10px}}
-figure{{display:inline-block;margin:0 1em 1em 0}}img{{max-width:520px}}</style></head><body>
+<style>{report_html.CSS}</style></head><body>
 <h1>rprm-ray run <code>{html.escape(run_dir.name)}</code></h1>
 <p>mode <b>{html.escape(str(manifest.data['recipe']['loop']['mode']))}</b>, recipe fingerprint
-<code>{manifest.data['recipe_fingerprint']}</code>; figures on held-out problems of the embedded world.</p>
-<h2>Headline</h2>{_table(headline_rows(summary))}
-<h2>Reference targets (embedded demo)</h2>{_table(target_rows(summary)) if target_rows(summary) else '<p>(none measured yet)</p>'}
-<h2>Plots</h2>{figures or '<p>(no plots yet)</p>'}
-<h2>Stages</h2>{_table(stage_rows)}
+<code>{manifest.data['recipe_fingerprint']}</code>, started {html.escape(str(manifest.data.get('created_at', '?')))};
+figures on held-out problems of the run's task.</p>
+<h2>Headline</h2>{_table(headline_rows(summary)) if headline_rows(summary) else '<p class="note">(no figures yet)</p>'}
+<h2>Reference targets (embedded demo)</h2>{_table(targets) if targets else '<p class="note">(none measured yet)</p>'}
+<h2>Plots</h2>{figures or '<p class="note">(no plots yet)</p>'}
+<h2>Held-out solutions, judged step by step</h2>{_section("judged solutions", lambda: judged_solutions_section(manifest))}
+<h2>One search, level by level</h2>{_section("the search", lambda: search_section(manifest))}
+<h2>Stage timeline</h2>{_section("the timeline", lambda: report_html.timeline_html(manifest.data["stages"]))}
 <p>All figures: <a href="metrics.json">metrics.json</a>; every stage's Arrow output is Parquet under this directory.</p>
 </body></html>"""
     path = run_dir / "report.html"

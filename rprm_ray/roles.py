@@ -28,7 +28,10 @@ def init_ray(recipe: Recipe) -> None:
     env = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(recipe.generator.kv_cache_gib),
                         "TOKENIZERS_PARALLELISM": "false",
                         # vLLM's per-engine INFO banner drowns the run's own progress lines.
-                        "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}}
+                        "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+                        # Serve's components log to their files under the session's logs/serve/ only:
+                        # the judge's per-request access lines stay off the console.
+                        "RAY_SERVE_LOG_TO_STDERR": os.environ.get("RAY_SERVE_LOG_TO_STDERR", "0")}}
     if res.address:
         ray.init(address=res.address, runtime_env=env, log_to_driver=True)
         return

@@ -48,9 +48,30 @@ def ray_cluster() -> Iterator[None]:
             log_to_driver=False,
             configure_logging=False,
             runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}},
+            _metrics_export_port=RAY_METRICS_PORT,
         )
     yield
     ray.shutdown()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Where the session cluster's node exports Prometheus metrics (`ray_metrics_url`).
+RAY_METRICS_PORT = _free_port()
+
+
+@pytest.fixture(scope="session")
+def ray_metrics_url(ray_cluster) -> str:
+    """The session cluster's Prometheus endpoint, as a scraper would read it."""
+    import ray
+
+    return f"http://{ray.util.get_node_ip_address()}:{RAY_METRICS_PORT}/metrics"
 
 
 @pytest.fixture(scope="session")

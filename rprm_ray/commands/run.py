@@ -76,5 +76,6 @@ def execute(recipe, resume_dir: Path | None, rerun: str | None = None) -> int:
     finally:
         run.roles.shutdown()
         write_report(run.dir)
+        run.finish()
     print(summary_text(run.dir))
     return 0

@@ -55,18 +55,21 @@ def greedy_search(
     rollback_on_tie: bool = False,
     min_pair_margin: float = 0.0,
     grade: Grader = exact_match,
+    trace: list[dict] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Results table plus step-level `preference_pairs` (kind "step"): at each kept step, the
     best-scored candidate against the worst, when their scores differ (by at least
     `min_pair_margin`). With `rollback_on_tie`, a level whose candidates all scored the same
-    discards the previous step and its pair (max_depth bounds the iterations, rollbacks included)."""
+    discards the previous step and its pair (max_depth bounds the iterations, rollbacks included).
+    With `trace`, every judged candidate is appended to it (stepwise.trace_rows)."""
     strategy = StepwiseStrategy(
         name="greedy",
         level_tag="d",
         choose=partial(_choose_by_score, min_pair_margin=min_pair_margin),
     )
     return stepwise_search(
-        strategy, problems, generator, judge, cfg, style, rollback_on_tie=rollback_on_tie, grade=grade
+        strategy, problems, generator, judge, cfg, style, rollback_on_tie=rollback_on_tie, grade=grade,
+        trace=trace,
     )
 
 
@@ -94,6 +97,8 @@ def _choose_by_score(
             score=values[best],
             pair=step_pair_row(style, rows[0]["prefix_id"], rows[best], rows[worst]) if differ else None,
             tied=len(rows) > 1 and len(set(values)) == 1,
+            candidate_scores=tuple(values),
+            rejected_id=rows[worst]["candidate_id"] if differ else None,
         )
     return choices
 

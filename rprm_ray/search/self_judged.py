@@ -32,12 +32,14 @@ def self_judged_search(
     *,
     rollback_on_tie: bool = True,
     grade: Grader = exact_match,
+    trace: list[dict] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Results table plus the step-level `preference_pairs` (kind "step") of the kept
     trajectories: pairs of rolled-back steps are discarded with them. Steps carry no score, so
     the results' score is null."""
     return stepwise_search(
-        _SELF_JUDGED, problems, generator, judge, cfg, style, rollback_on_tie=rollback_on_tie, grade=grade
+        _SELF_JUDGED, problems, generator, judge, cfg, style, rollback_on_tie=rollback_on_tie, grade=grade,
+        trace=trace,
     )
 
 
@@ -82,6 +84,10 @@ def _choose_by_wins(
             score=None,
             pair=pair_by_id[pair_id] if pair_id is not None else None,
             tied=outcome["all_tied"],
+            # The trace shows each candidate's pairwise wins as its score.
+            candidate_scores=tuple(float(dict(zip(outcome["candidate_ids"], outcome["wins"], strict=True))
+                                         .get(r["candidate_id"], 0)) for r in rows),
+            rejected_id=outcome["worst_candidate"] if pair_id is not None else None,
         )
     return choices
 

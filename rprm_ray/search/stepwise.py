@@ -46,6 +46,10 @@ class StepChoice:
     score: float | None  # its step score; None when the strategy does not score steps
     pair: dict | None  # the step `preference_pairs` row recorded with it, if any
     tied: bool  # the judge did not discriminate: the search rolls back when asked to
+    # Per candidate, in the order given to the strategy: its score (None where unscored), for the
+    # search trace; and the candidate_id on the rejected side of `pair`.
+    candidate_scores: tuple[float | None, ...] = ()
+    rejected_id: int | None = None
 
 
 # (judge, style, kept candidates per open problem in candidate order, open problems' states by
@@ -77,11 +81,13 @@ def stepwise_search(
     *,
     rollback_on_tie: bool,
     grade: Grader,
+    trace: list[dict] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Results table (score: the kept steps' scores aggregated with cfg.aggregation, null when
     the strategy scores no step) plus the kept steps' pairs. `judge` is whatever
-    `strategy.choose` takes."""
-    search = _Search(strategy, generator, judge, cfg, style, rollback_on_tie, grade)
+    `strategy.choose` takes. With `trace`, every judged candidate of every level is appended to it
+    as a `search_trace` row."""
+    search = _Search(strategy, generator, judge, cfg, style, rollback_on_tie, grade, trace)
     outputs = map_chunks(problems, cfg.batch_prompts, search.chunk, cfg.concurrent_chunks)
     return concat_results([r for r, _ in outputs]), batches.concat([p for _, p in outputs], "preference_pairs")
 
@@ -97,6 +103,7 @@ class _Search:
     style: PromptStyle
     rollback_on_tie: bool
     grade: Grader
+    trace: list[dict] | None = None  # list.append is atomic, so concurrent chunks may share it
 
     def chunk(self, chunk: pa.Table) -> tuple[pa.Table, pa.Table]:
         """Search one chunk of problems, level by level -> (results, pairs of the kept steps)."""
@@ -114,6 +121,8 @@ class _Search:
             choices = self.strategy.choose(self.judge, self.style, per_problem, by_id, problem_of)
             for pid in per_problem:
                 choice = choices[pid]
+                if self.trace is not None:
+                    self.trace.extend(trace_rows(per_problem[pid], choice, level))
                 if choice.tied and self.rollback_on_tie:
                     if kept[pid]:
                         kept[pid].pop()
@@ -168,3 +177,22 @@ class _Search:
             grade=self.grade,
             num_completions=1,
         )
+
+
+def trace_rows(candidates: list[dict], choice: StepChoice, level: int) -> list[dict]:
+    """`search_trace` rows of one problem's judged candidates at one level."""
+    scores = choice.candidate_scores or (None,) * len(candidates)
+    rows = []
+    for row, score in zip(candidates, scores, strict=True):
+        if choice.tied and len(candidates) > 1:
+            outcome = "tied"
+        elif row is choice.best:
+            outcome = "kept"
+        elif choice.rejected_id is not None and row["candidate_id"] == choice.rejected_id:
+            outcome = "rejected"
+        else:
+            outcome = "candidate"
+        rows.append({"problem_id": row["problem_id"], "prefix_id": row["prefix_id"], "level": level,
+                     "candidate_id": row["candidate_id"], "step": row["step"], "finished": row["finished"],
+                     "score": score, "outcome": outcome})
+    return rows

@@ -123,21 +123,24 @@ def self_reward_search_stage(run: Run, iteration: int) -> StageResult:
     generator = run.roles.generator(policy_dir)
     style = run.task.style
     cfg = search_config(run)
+    trace: list[dict] = []  # every judged candidate per level, for the report
     if r.loop.mode == "guided":
         from rprm_ray.search.greedy import greedy_search
 
         results, step_pairs = greedy_search(problems, generator, run.roles.judge(run.state["judge_dir"]), cfg,
                                             style, rollback_on_tie=r.loop.rollback_on_tie,
-                                            min_pair_margin=r.loop.step_pair_min_margin)
+                                            min_pair_margin=r.loop.step_pair_min_margin, trace=trace)
     else:
         from rprm_ray.search.self_judged import self_judged_search
 
         results, step_pairs = self_judged_search(problems, generator, run.roles.judge(policy_dir), cfg, style,
-                                                 rollback_on_tie=r.loop.rollback_on_tie)
+                                                 rollback_on_tie=r.loop.rollback_on_tie, trace=trace)
     finished = sum(bool(f) for f in results.column("finished").to_pylist())
+    trace.sort(key=lambda t: (t["problem_id"], t["level"], t["candidate_id"]))  # chunks may interleave
     return StageResult(
         metrics={"problems": problems.num_rows, "finished": finished, "pairs": step_pairs.num_rows},
-        tables={"search_results": (results, "search_results"), "pairs": (step_pairs, "preference_pairs")},
+        tables={"search_results": (results, "search_results"), "pairs": (step_pairs, "preference_pairs"),
+                "search_trace": (batches.from_rows(trace, "search_trace"), "search_trace")},
     )
 
 

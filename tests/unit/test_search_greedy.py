@@ -198,3 +198,36 @@ def test_concurrent_chunks_give_the_results_and_pairs_of_one_chunk_in_order():
         return chunk["problem_id"].to_pylist()
 
     assert sum(map_chunks(table, 4, slow_first, concurrent=3), []) == table["problem_id"].to_pylist()
+
+
+def test_trace_records_every_judged_candidate_with_the_kept_and_rejected_step():
+    problems, table, gen = world(5, p_correct=0.3, guarantee_correct=True)
+    trace: list[dict] = []
+    out, pairs = greedy_search(table, gen, OracleScorer(gen.problems), search_cfg(candidates_per_step=4), STYLE,
+                               trace=trace)
+    rows = batches.from_rows(trace, "search_trace").to_pylist()
+    kept = {}
+    for r in rows:
+        if r["outcome"] == "kept":
+            kept.setdefault(r["problem_id"], []).append((r["level"], r["step"]))
+    # The kept steps, level by level, are the solution the search returned.
+    assert {pid: [s for _, s in sorted(v)] for pid, v in kept.items()} == dict(
+        zip(out.column("problem_id").to_pylist(), out.column("steps").to_pylist(), strict=True))
+    # One kept step per (problem, level); every rejected step is a pair's rejected side, scored lower.
+    levels = {(r["problem_id"], r["level"]) for r in rows}
+    assert len(levels) == sum(len(v) for v in kept.values())
+    rejected = [r for r in rows if r["outcome"] == "rejected"]
+    assert len(rejected) == pairs.num_rows > 0
+    assert sorted(r["step"] for r in rejected) == sorted(p["rejected"].strip() for p in pairs.to_pylist())
+    assert all(r["score"] == 0.0 for r in rejected)  # the oracle scores wrong steps 0, right ones 1
+    assert all(r["score"] == 1.0 for r in rows if r["outcome"] == "kept")
+
+
+def test_trace_marks_tied_levels():
+    _, table, gen = world(3, p_correct=0.3, guarantee_correct=True)
+    trace: list[dict] = []
+    greedy_search(table, gen, _TieAfter(gen.problems), search_cfg(candidates_per_step=4, max_depth=5), STYLE,
+                  rollback_on_tie=True, trace=trace)
+    tied_levels = {(r["problem_id"], r["level"]) for r in trace if r["outcome"] == "tied"}
+    assert len(tied_levels) == 3 * 2  # two ties per problem, each rolled back
+    assert all(r["outcome"] != "kept" for r in trace if (r["problem_id"], r["level"]) in tied_levels)

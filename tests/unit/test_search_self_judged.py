@@ -82,3 +82,22 @@ def test_without_rollback_a_tie_keeps_the_first_candidate_and_records_no_pair():
             if row["candidate_id"] == 0:
                 first.setdefault(row["problem_id"], []).append(row["step"])
     assert out.column("steps").to_pylist() == [first[p.problem_id] for p in problems]
+
+
+def test_trace_scores_candidates_by_wins_and_marks_the_kept_step():
+    _, table, gen = world(4, p_correct=0.3, guarantee_correct=True)
+    trace: list[dict] = []
+    out, pairs = self_judged_search(table, gen, OracleJudge(gen.problems), search_cfg(candidates_per_step=4),
+                                    STYLE, trace=trace)
+    rows = batches.from_rows(trace, "search_trace").to_pylist()
+    kept = sorted((r["problem_id"], r["level"], r["step"]) for r in rows if r["outcome"] == "kept")
+    by_problem: dict[str, list[str]] = {}
+    for pid, _, step in kept:
+        by_problem.setdefault(pid, []).append(step)
+    assert by_problem == dict(zip(out.column("problem_id").to_pylist(), out.column("steps").to_pylist(), strict=True))
+    for (pid, level) in {(r["problem_id"], r["level"]) for r in rows}:
+        level_rows = [r for r in rows if (r["problem_id"], r["level"]) == (pid, level)]
+        if len(level_rows) > 1:  # the kept step has the most wins
+            best = next(r for r in level_rows if r["outcome"] == "kept")
+            assert best["score"] == max(r["score"] for r in level_rows)
+    assert sum(r["outcome"] == "rejected" for r in rows) == pairs.num_rows
