@@ -20,7 +20,10 @@ from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, t
 # ---- seed data ----------------------------------------------------------------------------
 
 
-def teacher_critiques(run: Run, steps: pa.Table) -> pa.Table:
+def teacher_critiques(run: Run, steps: pa.Table, stats: dict | None = None) -> pa.Table:
+    """The seed critiques; an endpoint teacher's answers persist under the stage's
+    `chunks/teacher/` as they arrive (a resumed stage pays only for the missing ones), and its
+    request counts go into `stats`."""
     teacher = run.recipe.models.teacher
     style = run.task.style
     k = teacher.critiques_per_step
@@ -29,7 +32,13 @@ def teacher_critiques(run: Run, steps: pa.Table) -> pa.Table:
     sampling = SamplingConfig(temperature=teacher.temperature, top_p=0.95,
                               max_new_tokens=run.recipe.judge.sampling.max_new_tokens, seed=run.recipe.seed)
     if teacher.kind == "openai":
-        return teachers.openai_critiques(steps, style, teacher, k, sampling.max_new_tokens)
+        client = teachers.TeacherClient(teacher, sampling.max_new_tokens)
+        try:
+            return teachers.openai_critiques(steps, style, teacher, k, sampling.max_new_tokens,
+                                             store=run.shards("teacher", "teacher_responses"), client=client)
+        finally:
+            if stats is not None:
+                stats.update({f"teacher_{name}": v for name, v in client.stats.items()})
     from rprm_ray.engines import make_engine
 
     engine = make_engine(teacher.model, "vllm", run.recipe.judge)
@@ -72,15 +81,20 @@ def judge_seed_stage(run: Run) -> StageResult:
     steps = data.labeled_steps(run, "train")
     held_out = pa.array(sorted(judge_sft_held_out_ids(run)), pa.string())
     steps = steps.filter(pc.invert(pc.is_in(steps.column("problem_id"), held_out)))
-    critiques = teacher_critiques(run, steps)
+    run.require_rows(steps, "no labeled training steps for the teacher to critique (set "
+                            "task.dataset.train_labeled_solutions to a ProcessBench-format file)")
+    stats: dict = {}
+    critiques = teacher_critiques(run, steps, stats)
     seed_sft = pairs.sft_filter(critiques, seed=run.recipe.pairs.seed, balance=True)
+    run.require_rows(seed_sft, f"none of the {critiques.num_rows} teacher critiques has a verdict that agrees "
+                               "with its step's label, so the judge's SFT would train on nothing")
     table = seed_sft
     if run.recipe.bootstrap.judge_mix_policy_data:
         table = batches.concat([seed_sft, run.task.policy_sft(data.problems(run, "train"))], "sft_examples")
     valid = int(pc.sum(critiques.column("valid")).as_py() or 0)
     return StageResult(
         metrics={"teacher_critiques": critiques.num_rows, "teacher_valid": valid,
-                 "judge_sft_examples": seed_sft.num_rows, "mixed_examples": table.num_rows},
+                 "judge_sft_examples": seed_sft.num_rows, "mixed_examples": table.num_rows, **stats},
         tables={"teacher_critiques": (critiques, "critiques"), "judge_sft": (table, "sft_examples")},
     )
 
