@@ -40,6 +40,14 @@ class TeacherError(RuntimeError):
     """The teacher endpoint could not answer; the message names the endpoint, never the key."""
 
 
+class RequestRejected(TeacherError):
+    """The endpoint refused this one request (400/413/422: a prompt over the teacher's context,
+    say): the pass skips it and counts it instead of failing every other request."""
+
+
+REJECT_STATUSES = {400, 413, 422}
+
+
 class _Retryable(Exception):
     """A transient failure worth another try (kept separate from library exceptions)."""
 
@@ -86,7 +94,7 @@ class TeacherClient:
                                      timeout=cfg.request_timeout_s)
         self._sleep = sleep
         self._lock = threading.Lock()
-        self.stats = {"requests": 0, "retries": 0, "reused": 0, "shards_written": 0}
+        self.stats = {"requests": 0, "retries": 0, "reused": 0, "rejected": 0, "shards_written": 0}
 
     # ---- one request ------------------------------------------------------------------------
     def _redact(self, text: str) -> str:
@@ -142,7 +150,9 @@ class TeacherClient:
                 retry = self._classify(exc)
                 if retry is None:
                     detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                    raise TeacherError(f"teacher endpoint {self.cfg.url}: {self._redact(detail)}") from None
+                    status = getattr(exc, "status_code", None)
+                    error = RequestRejected if status in REJECT_STATUSES else TeacherError
+                    raise error(f"teacher endpoint {self.cfg.url}: {self._redact(detail)}") from None
                 if attempt >= self.cfg.max_retries:
                     raise TeacherError(
                         f"teacher endpoint {self.cfg.url}: {self._redact(str(retry))}, still failing after "
@@ -160,7 +170,8 @@ class TeacherClient:
     def generate(self, prompts: list[str], n: int, store: ShardStore,
                  progress: Callable[[int, int], None] | None = None) -> list[list[str]]:
         """`n` texts for every prompt (equal prompts are asked once), in prompt order. Answers
-        already in `store` are reused; new ones are appended to it as they arrive."""
+        already in `store` are reused; new ones are appended to it as they arrive. A prompt the
+        endpoint rejects (RequestRejected) gets no texts and is counted in `stats["rejected"]`."""
         if store.kind != "teacher_responses":
             raise TeacherError(f"{store.where}: a teacher store holds 'teacher_responses', not {store.kind!r}")
         ids = [self.request_id(p, n) for p in prompts]
@@ -196,6 +207,12 @@ class TeacherClient:
                     rid = pending.pop(fut)
                     try:
                         texts = fut.result()
+                    except RequestRejected as exc:
+                        self.stats["rejected"] += 1
+                        if self.stats["rejected"] <= 3:
+                            log.warning("teacher: request skipped (counted in teacher_rejected): %s", exc)
+                        answers[rid] = []
+                        continue
                     except TeacherError as exc:
                         failure = failure or exc
                         continue

@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-# fault(i, body) -> None (pass) or one of "429", "500", "hang", "few", "400-echo-key"
+# fault(i, body) -> None (pass) or one of "429", "500", "hang", "few", "401-echo-key", "400"
 Fault = Callable[[int, dict], "str | None"]
 
 
@@ -115,11 +115,13 @@ class FlakyProxy:
                 self._send(h, 429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"Retry-After": "0"})
             elif kind == "500":
                 self._send(h, 500, {"error": {"message": "upstream broke", "type": "server_error"}})
+            elif kind == "400":
+                self._send(h, 400, {"error": {"message": "prompt longer than the context", "type": "invalid_request"}})
             elif kind == "hang":
                 time.sleep(3.0)
                 self._send(h, 504, {"error": {"message": "late"}})
-            elif kind == "400-echo-key":
-                self._send(h, 400, {"error": {"message": f"bad request from {h.headers.get('Authorization')}"}})
+            elif kind == "401-echo-key":
+                self._send(h, 401, {"error": {"message": f"bad request from {h.headers.get('Authorization')}"}})
             else:
                 if self.delay_s:
                     time.sleep(self.delay_s)

@@ -46,7 +46,7 @@ def test_transient_errors_are_retried_and_answers_come_back_in_order(tmp_path, a
     faults = [every(4, "429", 1), every(5, "500", 2), every(7, "few", 3)]
     prompts = [f"p{i}" for i in range(12)] + ["p3"]  # a repeated prompt is asked once
     with FlakyProxy(faults=faults, answer=answer) as proxy:
-        client = TeacherClient(cfg(proxy.url, api=api), max_tokens=16)
+        client = TeacherClient(cfg(proxy.url, api=api, max_retries=30), max_tokens=16)  # ~55% of requests fail
         out = client.generate(prompts, 2, store(tmp_path))
     assert out == [answer(p, 2) for p in prompts]
     assert set(proxy.injected) == {"429", "500", "few"}
@@ -77,6 +77,15 @@ def test_a_failed_pass_keeps_what_was_answered_and_resume_asks_only_for_the_rest
     assert out == [answer(p, 2) for p in prompts]
 
 
+def test_a_rejected_prompt_is_skipped_and_counted_and_the_pass_goes_on(tmp_path):
+    with FlakyProxy(faults=[lambda i, body: "400" if "long" in body["messages"][-1]["content"] else None],
+                    answer=answer) as proxy:
+        client = TeacherClient(cfg(proxy.url), max_tokens=16)
+        out = client.generate(["a", "too long", "b"], 2, store(tmp_path))
+    assert out == [answer("a", 2), [], answer("b", 2)]
+    assert client.stats["rejected"] == 1 and client.stats["retries"] == 0 and proxy.count == 3
+
+
 def test_a_request_past_its_time_out_is_retried(tmp_path):
     with FlakyProxy(faults=[every(1000, "hang", 0)], answer=answer) as proxy:
         client = TeacherClient(cfg(proxy.url, request_timeout_s=0.5), max_tokens=16)
@@ -87,14 +96,14 @@ def test_a_request_past_its_time_out_is_retried(tmp_path):
 def test_a_permanent_error_is_not_retried_and_never_shows_the_key(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TEACHER_TEST_KEY", SECRET)
     caplog.set_level(logging.DEBUG)
-    with FlakyProxy(faults=[every(1, "400-echo-key")], answer=answer) as proxy:
+    with FlakyProxy(faults=[every(1, "401-echo-key")], answer=answer) as proxy:
         client = TeacherClient(cfg(proxy.url, api_key_env="TEACHER_TEST_KEY"), max_tokens=16)
         with pytest.raises(TeacherError) as info:
             client.generate(["q"], 1, store(tmp_path))
     assert proxy.auth == {f"Bearer {SECRET}"}  # the key reached the endpoint ...
-    assert proxy.count == 1  # ... a 400 is not retried ...
+    assert proxy.count == 1  # ... a 401 is not retried ...
     message = str(info.value)
-    assert "BadRequestError" in message and "***" in message and SECRET not in message  # ... and is redacted
+    assert "AuthenticationError" in message and "***" in message and SECRET not in message  # ... and is redacted
     assert SECRET not in caplog.text
     assert SECRET not in repr(client.cfg.model_dump())
 
@@ -120,3 +129,41 @@ def test_a_store_of_another_kind_is_refused(tmp_path):
     client = TeacherClient(cfg("http://127.0.0.1:9/v1"), max_tokens=16)
     with pytest.raises(TeacherError, match="holds 'teacher_responses'"):
         client.generate(["q"], 1, ShardStore(tmp_path, "critiques"))
+
+
+def test_a_driver_killed_mid_pass_loses_at_most_one_unflushed_shard(tmp_path):
+    """SIGKILL the process running a pass once some shards exist; the next pass pays only for
+    prompts with no persisted answer and returns every answer."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    prompts = [f"p{i}" for i in range(40)]
+    with FlakyProxy(answer=answer, delay_s=0.05) as proxy:
+        script = textwrap.dedent(f"""
+            from rprm_ray.config import TeacherConfig
+            from rprm_ray.shards import ShardStore
+            from rprm_ray.teacher_client import TeacherClient
+            cfg = TeacherConfig(kind="openai", url={proxy.url!r}, model="teacher", max_concurrent_requests=2,
+                                requests_per_shard=2)
+            TeacherClient(cfg, 16).generate({prompts!r}, 2, ShardStore({str(tmp_path / "teacher")!r},
+                                            "teacher_responses"))
+        """)
+        child = subprocess.Popen([sys.executable, "-c", script], cwd=os.getcwd())
+        deadline = time.monotonic() + 60
+        while len(list((tmp_path / "teacher").glob("part-*.parquet"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        answered_before_kill = proxy.count
+    saved = store(tmp_path).table()
+    saved_requests = len(set(saved.column("request_id").to_pylist()))
+    assert 3 * 2 <= saved_requests < len(prompts)
+    assert answered_before_kill - saved_requests <= 2 * 2 + 2  # one unflushed shard + requests in flight
+    with FlakyProxy(answer=answer) as proxy:
+        out = TeacherClient(cfg(proxy.url), 16).generate(prompts, 2, store(tmp_path))
+    assert proxy.count == len(prompts) - saved_requests
+    assert out == [answer(p, 2) for p in prompts]
