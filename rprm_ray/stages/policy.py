@@ -21,10 +21,14 @@ def policy_sft_stage(run: Run) -> StageResult:
     r = run.recipe
     train = data.problems(run, "train")
     table = run.task.policy_sft(train)
+    run.require_rows(table, "no policy SFT examples: no training problem has a usable reference solution "
+                            "(a `solution` with a \\boxed answer, or a GSM8K worked answer)")
     if r.loop.mode == "psrlm" and r.bootstrap.pairwise_judge_examples:
         eft = run.task.pairwise_sft(train, r.bootstrap.pairwise_judge_examples, r.task.seed)
-        if eft.num_rows:
-            table = batches.concat([table, eft], "sft_examples")
+        run.require_rows(eft, "no pairwise judge (EFT) examples for the self-rewarding policy: it would judge "
+                              "itself untrained; give the task a teacher for them (models.teacher) or set "
+                              "bootstrap.pairwise_judge_examples: 0 to accept that")
+        table = batches.concat([table, eft], "sft_examples")
     key = cache_key("policy-sft", r.loop.mode, r.task.model_dump(mode="json"),
                     r.models.policy.model_dump(mode="json"), r.trainer.model_dump(mode="json"),
                     r.bootstrap.policy_sft_steps, r.bootstrap.pairwise_judge_examples, r.seed)
@@ -143,10 +147,11 @@ def self_reward_search_stage(run: Run, iteration: int) -> StageResult:
 
 def step_dpo_stage(run: Run, iteration: int) -> StageResult:
     key = f"iter_{iteration}"
-    pairs = run.table(f"{key}/search", "pairs", "preference_pairs")
-    if pairs.num_rows == 0:
-        run.say("       no step pairs this iteration: the policy is unchanged")
-        return StageResult(metrics={"pairs": 0})
+    pairs = run.require_rows(
+        run.table(f"{key}/search", "pairs", "preference_pairs"),
+        f"no step pairs to train on: the search of {key}/search found no prefix whose candidates its judge "
+        "ranked with a clear best and worst (see that stage's metrics); search more problems "
+        "(loop.problems_per_iteration) or more candidates per step")
     out_dir = run.model_dir(f"{key}/step_dpo")
     metrics, with_ref = train_dpo(run, Path(run.state["policy_dir"]), pairs, out_dir, f"step-dpo-{iteration}",
                                   lr=run.recipe.loop.step_dpo_lr)
