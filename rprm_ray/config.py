@@ -388,6 +388,11 @@ class Recipe(_Strict):
             raise ValueError("task.kind 'arith' is written in the compact style: set models.prompt_style: compact")
         if self.task.kind == "dataset" and self.models.teacher.kind == "programmatic" and self.loop.mode != "psrlm":
             raise ValueError("models.teacher.kind 'programmatic' only knows the arith task; use 'vllm' or 'openai'")
+        if (self.task.kind == "dataset" and self.loop.mode == "psrlm" and self.bootstrap.pairwise_judge_examples
+                and self.models.teacher.kind == "programmatic"):
+            raise ValueError("loop.mode 'psrlm' on a dataset needs models.teacher (kind 'vllm' or 'openai') to write "
+                             "its pairwise judge examples, and task.dataset.train_labeled_solutions to pair steps "
+                             "from; or set bootstrap.pairwise_judge_examples: 0")
         if self.models.teacher.kind == "openai" and self.models.prompt_style == "compact":
             raise ValueError("models.teacher.kind 'openai' writes a critique in one call; the compact judge is shown "
                              "the step after its own first line: use 'programmatic' or 'vllm'")
