@@ -163,6 +163,14 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("score", _f64, True),
         ("outcome", _str, False),
     ),
+    # A teacher endpoint's answers, persisted as they arrive: `request_id` fingerprints the request
+    # (model, API, prompt, sampling), so a resumed stage asks only for what is missing.
+    "teacher_responses": _schema(
+        ("request_id", _str, False),
+        ("sample_idx", _i32, False),
+        ("text", _str, False),
+        ("finish_reason", _str, True),
+    ),
     # Supervised examples: loss on `completion` tokens only.
     "sft_examples": _schema(
         ("example_id", _str, False),
@@ -184,6 +192,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "pairwise_judgments": ("prefix_id", "candidate_a", "candidate_b", "order"),
     "preference_pairs": ("pair_id",),
     "sft_examples": ("example_id",),
+    "teacher_responses": ("request_id", "sample_idx"),
     "search_results": ("problem_id",),
     "search_trace": ("prefix_id", "candidate_id"),
 }
