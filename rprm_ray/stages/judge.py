@@ -9,10 +9,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rprm_ray import batches, pairs, teachers, tiny
+from rprm_ray.chat import role_style
 from rprm_ray.config import Recipe, SamplingConfig, TrainerConfig
 from rprm_ray.evaluation.processbench import harmonic_f1, predicted_first_error
 from rprm_ray.judging import step_score_rows
 from rprm_ray.loop import Run, StageResult
+from rprm_ray.prompts import get_style
 from rprm_ray.stages import data
 from rprm_ray.stages.policy import iteration_problem_ids
 from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, train_dpo
@@ -20,9 +22,35 @@ from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, t
 # ---- seed data ----------------------------------------------------------------------------
 
 
+def teacher_style(run: Run):
+    """How the teacher is prompted: a local (vllm) teacher through its own tokenizer's chat
+    template; an endpoint gets the plain prompt (a chat endpoint applies the server's template)."""
+    from rprm_ray.chat import load_chat_template, style_with_chat
+    from rprm_ray.hub import resolve_model
+
+    teacher = run.recipe.models.teacher
+    if teacher.kind != "vllm":
+        return get_style(run.recipe.models.prompt_style)
+    model_dir = resolve_model(teacher.model, revision=teacher.revision, cache=run.recipe.models.hub_cache,
+                              where="models.teacher.model")
+    return style_with_chat(run.recipe.models.prompt_style, load_chat_template("auto", model_dir, "models.teacher"))
+
+
+def with_judge_prompts(critiques: pa.Table, steps: pa.Table, style) -> pa.Table:
+    """The critiques' `prompt` as the judge reads it (its chat template, not the teacher's): the
+    judge's SFT rows are then byte for byte the prompts its engine is sent when it judges."""
+    by_step = {(r["solution_id"], r["step_idx"]): r for r in steps.to_pylist()}
+    prompts = []
+    for sid, idx in zip(critiques.column("solution_id").to_pylist(), critiques.column("step_idx").to_pylist(),
+                        strict=True):
+        r = by_step[(sid, idx)]
+        prompts.append(style.judge_prompt(r["question"], list(r["previous_steps"]), r["now_step"]))
+    return critiques.set_column(critiques.column_names.index("prompt"), "prompt", pa.array(prompts, pa.string()))
+
+
 def teacher_critiques(run: Run, steps: pa.Table) -> pa.Table:
     teacher = run.recipe.models.teacher
-    style = run.task.style
+    style = teacher_style(run) if teacher.kind != "programmatic" else run.task.style
     k = teacher.critiques_per_step
     if teacher.kind == "programmatic":
         return teachers.programmatic_critiques(steps, run.task, k)
@@ -72,7 +100,7 @@ def judge_seed_stage(run: Run) -> StageResult:
     steps = data.labeled_steps(run, "train")
     held_out = pa.array(sorted(judge_sft_held_out_ids(run)), pa.string())
     steps = steps.filter(pc.invert(pc.is_in(steps.column("problem_id"), held_out)))
-    critiques = teacher_critiques(run, steps)
+    critiques = with_judge_prompts(teacher_critiques(run, steps), steps, role_style(run.recipe, "judge"))
     seed_sft = pairs.sft_filter(critiques, seed=run.recipe.pairs.seed, balance=True)
     table = seed_sft
     if run.recipe.bootstrap.judge_mix_policy_data:
