@@ -73,3 +73,15 @@ def vllm_engine(tiny_model_dir: Path):
     yield llm
     del llm
     gc.collect()  # drops the engine-core client, which stops the child process
+
+
+
+@pytest.fixture(scope="session")
+def hub_tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A hub cache holding `tiny-org/paper-smoke`, laid by `rprm-ray tiny` (the paper-smoke size:
+    4,096 positions, byte tokenizer with a ChatML-style chat template): (cache dir, hub id)."""
+    from rprm_ray.cli import main
+
+    cache = tmp_path_factory.mktemp("hub_cache")
+    assert main(["tiny", "tiny-org/paper-smoke", "--cache", str(cache)]) == 0
+    return cache, "tiny-org/paper-smoke"
