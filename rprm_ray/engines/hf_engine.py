@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from rprm_ray.engines.base import (
     Completion,
     EngineSettings,
+    LengthGuard,
     FinishReason,
     check_model_dir,
     checkpoint_dtype,
@@ -55,6 +56,7 @@ class HFEngine:
         ).to(self.device)
         self.model.eval()
         self._eos_ids = self._eos_token_ids()
+        self.guard = LengthGuard(self.tokenizer, settings.max_model_len_tokens, settings.too_long)
         self._decoded: dict[int, str] = {}
 
     def _eos_token_ids(self) -> set[int]:
@@ -74,6 +76,11 @@ class HFEngine:
         logprobs: int | None = None,
         include_stop: bool = False,
     ) -> list[list[Completion]]:
+        return self.guard.generate(prompts, n, sampling.max_new_tokens,
+                                   lambda kept: self._generate(kept, n, sampling, stop, logprobs, include_stop))
+
+    def _generate(self, prompts: list[str], n: int, sampling: SamplingConfig, stop: list[str] | None,
+                  logprobs: int | None, include_stop: bool) -> list[list[Completion]]:
         import torch
 
         if sampling.seed is not None:
