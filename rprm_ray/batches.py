@@ -149,6 +149,14 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("depth", _i32, False),
         ("rollbacks", _i32, False),
     ),
+    # A teacher endpoint's answers, persisted as they arrive: `request_id` fingerprints the request
+    # (model, API, prompt, sampling), so a resumed stage asks only for what is missing.
+    "teacher_responses": _schema(
+        ("request_id", _str, False),
+        ("sample_idx", _i32, False),
+        ("text", _str, False),
+        ("finish_reason", _str, True),
+    ),
     # Supervised examples: loss on `completion` tokens only.
     "sft_examples": _schema(
         ("example_id", _str, False),
@@ -170,6 +178,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "pairwise_judgments": ("prefix_id", "candidate_a", "candidate_b", "order"),
     "preference_pairs": ("pair_id",),
     "sft_examples": ("example_id",),
+    "teacher_responses": ("request_id", "sample_idx"),
     "search_results": ("problem_id",),
 }
 

@@ -78,6 +78,17 @@ class TeacherConfig(_Strict):
     revision: str | None = None  # of a hub-id `model` (kind vllm)
     critiques_per_step: int = Field(4, ge=1, le=64)
     temperature: float = Field(0.4, ge=0.0, le=2.0)
+    # kind 'openai' only: the endpoint's API (chat: the server applies the model's chat template),
+    # requests in flight at once, each request's time-out, retries on 429/5xx/time-outs with
+    # exponential backoff (doubling from retry_backoff_s, at most retry_backoff_max_s; a server's
+    # Retry-After is honoured), and how many answered requests go into one persisted shard.
+    api: Literal["chat", "completions"] = "chat"
+    max_concurrent_requests: int = Field(8, ge=1, le=1024)
+    request_timeout_s: float = Field(300.0, gt=0)
+    max_retries: int = Field(6, ge=0, le=100)
+    retry_backoff_s: float = Field(1.0, ge=0)
+    retry_backoff_max_s: float = Field(60.0, ge=0)
+    requests_per_shard: int = Field(64, ge=1)
 
     @model_validator(mode="after")
     def _needs(self) -> TeacherConfig:
@@ -390,6 +401,11 @@ class Recipe(_Strict):
             raise ValueError("task.kind 'arith' is written in the compact style: set models.prompt_style: compact")
         if self.task.kind == "dataset" and self.models.teacher.kind == "programmatic" and self.loop.mode != "psrlm":
             raise ValueError("models.teacher.kind 'programmatic' only knows the arith task; use 'vllm' or 'openai'")
+        if (self.task.kind == "dataset" and self.loop.mode == "psrlm" and self.bootstrap.pairwise_judge_examples
+                and self.models.teacher.kind == "programmatic"):
+            raise ValueError("loop.mode 'psrlm' on a dataset needs models.teacher (kind 'vllm' or 'openai') to write "
+                             "its pairwise judge examples, and task.dataset.train_labeled_solutions to pair steps "
+                             "from; or set bootstrap.pairwise_judge_examples: 0")
         if self.models.teacher.kind == "openai" and self.models.prompt_style == "compact":
             raise ValueError("models.teacher.kind 'openai' writes a critique in one call; the compact judge is shown "
                              "the step after its own first line: use 'programmatic' or 'vllm'")

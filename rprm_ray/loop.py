@@ -30,6 +30,11 @@ class RunError(RuntimeError):
     pass
 
 
+class StageError(RunError):
+    """A stage that cannot produce what the recipe asked for (a failed teacher, zero rows to
+    train on); the message names the stage and why, and finished work stays on disk."""
+
+
 def _as_current_schema(stored: dict[str, Any]) -> dict[str, Any]:
     """A run's stored recipe read by today's schema: a field added since then takes its default,
     so a run started before the field existed resumes when the recipe leaves it at that default."""
@@ -60,6 +65,7 @@ class Run:
         self.roles = roles
         self.log_lines: list[str] = []
         self._task: Any = None
+        self.current_stage: str | None = None
 
     @property
     def task(self) -> Any:
@@ -109,7 +115,16 @@ class Run:
             return self.manifest.stage(key)["metrics"]
         self.say(f"[run ] {key}")
         t0 = time.perf_counter()
-        result = fn()
+        from rprm_ray.shards import ShardError
+        from rprm_ray.teacher_client import TeacherError
+
+        self.current_stage = key
+        try:
+            result = fn()
+        except (TeacherError, ShardError) as exc:
+            raise StageError(f"stage {key}: {exc}") from None
+        finally:
+            self.current_stage = None
         outputs = {}
         for name, (table, kind) in result.tables.items():
             path = batches.to_parquet(table, self.dir / key / f"{name}.parquet", kind)
@@ -128,6 +143,21 @@ class Run:
         if rel is None:
             raise RunError(f"stage {key} wrote no output named {name!r}")
         return batches.from_parquet(self.dir / rel, kind)
+
+    def shards(self, name: str, kind: str) -> Any:
+        """A `shards.ShardStore` for the finished chunks of the running stage
+        (`<stage>/chunks/<name>/`): a stage resumed after a kill reads them back."""
+        from rprm_ray.shards import ShardStore
+
+        if self.current_stage is None:
+            raise RunError(f"shard store {name!r} asked for outside a stage")
+        return ShardStore(self.dir / self.current_stage / "chunks" / name, kind, where=f"stage {self.current_stage}")
+
+    def require_rows(self, table: pa.Table, why: str) -> pa.Table:
+        """`table` if it has rows; else the stage fails with one message naming it and `why`."""
+        if table.num_rows == 0:
+            raise StageError(f"stage {self.current_stage or '?'}: {why}")
+        return table
 
     def model_dir(self, key: str) -> Path:
         """Where a training stage saves its checkpoint."""

@@ -12,7 +12,6 @@ to the teacher (method_spec A2: the paper's prompt has no label slot).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import pyarrow as pa
@@ -20,10 +19,12 @@ import pyarrow as pa
 from rprm_ray import batches
 from rprm_ray.config import SamplingConfig, TeacherConfig
 from rprm_ray.prompts import PromptStyle, parse_verdict
+from rprm_ray.shards import ShardStore
+from rprm_ray.teacher_client import TeacherClient, TeacherError
+
+__all__ = ["TeacherError", "engine_critiques", "openai_critiques", "programmatic_critiques"]
 
 
-class TeacherError(RuntimeError):
-    pass
 
 
 def _critique_rows(steps: pa.Table, style: PromptStyle, write: Callable[[list[str], int], list[list[str]]],
@@ -63,25 +64,17 @@ def engine_critiques(steps: pa.Table, style: PromptStyle, engine, k: int, sampli
 
 
 def openai_critiques(steps: pa.Table, style: PromptStyle, cfg: TeacherConfig, k: int,
-                     max_tokens: int) -> pa.Table:
-    try:
-        import openai
-    except ImportError:
-        raise TeacherError("models.teacher.kind 'openai' needs the `openai` package (pip install openai)") from None
-    key = os.environ.get(cfg.api_key_env or "", "") if cfg.api_key_env else "EMPTY"
-    if cfg.api_key_env and not key:
-        raise TeacherError(f"models.teacher.api_key_env: environment variable {cfg.api_key_env} is not set")
-    client = openai.OpenAI(base_url=cfg.url, api_key=key)
+                     max_tokens: int, store: ShardStore | None = None,
+                     client: TeacherClient | None = None) -> pa.Table:
+    """K critiques per step from an OpenAI-compatible endpoint (`teacher_client`), one request
+    per step with n=K. With a `store`, answers persist as they arrive and a rerun reuses them."""
+    client = client or TeacherClient(cfg, max_tokens)
+    if store is None:
+        import tempfile
+
+        store = ShardStore(tempfile.mkdtemp(prefix="teacher-"), "teacher_responses")
 
     def write(prompts: list[str], k: int) -> list[list[str]]:
-        out = []
-        for prompt in prompts:
-            try:
-                resp = client.completions.create(model=cfg.model, prompt=prompt, n=k, max_tokens=max_tokens,
-                                                 temperature=cfg.temperature)
-            except openai.OpenAIError as exc:  # the key is never part of the message
-                raise TeacherError(f"teacher endpoint {cfg.url}: {type(exc).__name__}: {exc}") from None
-            out.append([c.text for c in resp.choices])
-        return out
+        return client.generate(prompts, k, store)
 
     return _critique_rows(steps, style, write, k)

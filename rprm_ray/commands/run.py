@@ -75,6 +75,9 @@ def execute(recipe, resume_dir: Path | None) -> int:
     run.roles = Roles(recipe)
     try:
         run_pipeline(run)
+    except RunError as exc:  # a stage that cannot go on: one line; finished stages stay on disk
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     finally:
         run.roles.shutdown()
         write_report(run.dir)

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from rprm_ray.engines.base import (
     Completion,
     EngineSettings,
-    LengthGuard,
     FinishReason,
+    LengthGuard,
     check_model_dir,
     checkpoint_dtype,
     checksum_state_dict,

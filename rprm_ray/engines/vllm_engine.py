@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 from rprm_ray.engines.base import (
     Completion,
     EngineSettings,
-    LengthGuard,
     FinishReason,
+    LengthGuard,
     check_model_dir,
     checkpoint_dtype,
     combine_digests,

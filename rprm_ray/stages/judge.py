@@ -48,7 +48,10 @@ def with_judge_prompts(critiques: pa.Table, steps: pa.Table, style) -> pa.Table:
     return critiques.set_column(critiques.column_names.index("prompt"), "prompt", pa.array(prompts, pa.string()))
 
 
-def teacher_critiques(run: Run, steps: pa.Table) -> pa.Table:
+def teacher_critiques(run: Run, steps: pa.Table, stats: dict | None = None) -> pa.Table:
+    """The seed critiques; an endpoint teacher's answers persist under the stage's
+    `chunks/teacher/` as they arrive (a resumed stage pays only for the missing ones), and its
+    request counts go into `stats`."""
     teacher = run.recipe.models.teacher
     style = teacher_style(run) if teacher.kind != "programmatic" else run.task.style
     k = teacher.critiques_per_step
@@ -57,34 +60,89 @@ def teacher_critiques(run: Run, steps: pa.Table) -> pa.Table:
     sampling = SamplingConfig(temperature=teacher.temperature, top_p=0.95,
                               max_new_tokens=run.recipe.judge.sampling.max_new_tokens, seed=run.recipe.seed)
     if teacher.kind == "openai":
-        return teachers.openai_critiques(steps, style, teacher, k, sampling.max_new_tokens)
+        client = teachers.TeacherClient(teacher, sampling.max_new_tokens)
+        try:
+            return teachers.openai_critiques(steps, style, teacher, k, sampling.max_new_tokens,
+                                             store=run.shards("teacher", "teacher_responses"), client=client)
+        finally:
+            if stats is not None:
+                stats.update({f"teacher_{name}": v for name, v in client.stats.items()})
     from rprm_ray.engines import make_engine
+    from rprm_ray.hub import resolve_model
 
-    engine = make_engine(teacher.model, "vllm", run.recipe.judge)
+    engine = make_engine(resolve_model(teacher.model, revision=teacher.revision, cache=run.recipe.models.hub_cache,
+                                       where="models.teacher.model"), "vllm", run.recipe.judge)
     return teachers.engine_critiques(steps, style, engine, k, sampling)
 
 
+def _question_key(question: str) -> str:
+    return " ".join(question.split())
+
+
+def _labeled_groups(run: Run) -> dict[str, list[str]]:
+    """Labeled training problems grouped by question (file order): question -> problem_ids. A
+    ProcessBench-format file (PRM800K converted) gives each solution its own id, and many
+    solutions share a question."""
+    steps = data.labeled_steps(run, "train")
+    groups: dict[str, list[str]] = {}
+    for pid, q in dict.fromkeys(zip(steps.column("problem_id").to_pylist(),
+                                    steps.column("question").to_pylist(), strict=True)):
+        groups.setdefault(_question_key(q), []).append(pid)
+    return groups
+
+
+def _shares_problem_ids(run: Run) -> bool:
+    """Whether labeled steps carry the training problems' ids (the embedded world) rather than
+    ids of their own (real data: PRM800K solutions beside NuminaMath problems)."""
+    train = set(data.problems(run, "train").column("problem_id").to_pylist())
+    return any(pid in train for pid in data.labeled_steps(run, "train").column("problem_id").to_pylist())
+
+
+def _searched_questions(run: Run) -> set[str]:
+    searched = set(iteration_problem_ids(run))
+    train = data.problems(run, "train")
+    return {_question_key(q) for pid, q in zip(train.column("problem_id").to_pylist(),
+                                               train.column("question").to_pylist(), strict=True)
+            if pid in searched}
+
+
 def judge_dpo_problem_ids(run: Run) -> list[str]:
-    """The training problems the judge's DPO samples come from: the `loop.problems_per_iteration`
-    after those the iterations search. Their steps stay out of the judge's SFT data.
+    """The labeled problems the judge's DPO samples come from, kept out of its SFT data: the
+    `loop.problems_per_iteration` training problems after those the iterations search. Where the
+    labeled steps carry ids of their own (real data), the same number of labeled questions whose
+    question no iteration searches, with every solution of each.
 
     On steps it was fine-tuned on, the judge repeats its (correct) training critiques even at
     temperature 1 (measured: 6 critique pairs from 2,048 steps x 4 samples); on unseen problems it
     disagrees with the label where its own computation fails (402 pairs from 1,766 steps, 12 after
     the 1:1 Yes/No balance)."""
-    searched = set(iteration_problem_ids(run))
-    rest = [p for p in data.problems(run, "train").column("problem_id").to_pylist() if p not in searched]
-    return rest[: run.recipe.loop.problems_per_iteration]
+    n = run.recipe.loop.problems_per_iteration
+    if _shares_problem_ids(run):
+        searched = set(iteration_problem_ids(run))
+        rest = [p for p in data.problems(run, "train").column("problem_id").to_pylist() if p not in searched]
+        return rest[:n]
+    searched_q = _searched_questions(run)
+    groups = [ids for q, ids in _labeled_groups(run).items() if q not in searched_q]
+    # At most half the labeled questions, so the SFT keeps data on a small labeled set.
+    groups = groups[: min(n, len(_labeled_groups(run)) // 2)]
+    return [pid for ids in groups for pid in ids]
 
 
 def judge_sft_held_out_ids(run: Run) -> set[str]:
     """Problems whose labeled steps the SFT judge never sees: those the self-rewarding iterations
     search and those its DPO samples come from. A judge trained on the searched problems' reference
     and labeled steps would bring their ground truth into the search, which must use none. At most
-    half of a small training set."""
-    train = data.problems(run, "train")
-    ordered = list(dict.fromkeys(iteration_problem_ids(run) + judge_dpo_problem_ids(run)))
-    return set(ordered[: train.num_rows // 2])
+    half of a small training set. Where labeled steps carry ids of their own, a labeled solution
+    is searched when its question is."""
+    if _shares_problem_ids(run):
+        train = data.problems(run, "train")
+        ordered = list(dict.fromkeys(iteration_problem_ids(run) + judge_dpo_problem_ids(run)))
+        return set(ordered[: train.num_rows // 2])
+    searched_q = _searched_questions(run)
+    groups = _labeled_groups(run)
+    searched = [ids for q, ids in groups.items() if q in searched_q]
+    kept_searched = [pid for ids in searched[: len(groups) // 2] for pid in ids]
+    return set(kept_searched) | set(judge_dpo_problem_ids(run))
 
 
 def judge_dpo_steps(run: Run) -> pa.Table:
@@ -100,15 +158,20 @@ def judge_seed_stage(run: Run) -> StageResult:
     steps = data.labeled_steps(run, "train")
     held_out = pa.array(sorted(judge_sft_held_out_ids(run)), pa.string())
     steps = steps.filter(pc.invert(pc.is_in(steps.column("problem_id"), held_out)))
-    critiques = with_judge_prompts(teacher_critiques(run, steps), steps, role_style(run.recipe, "judge"))
+    run.require_rows(steps, "no labeled training steps for the teacher to critique (set "
+                            "task.dataset.train_labeled_solutions to a ProcessBench-format file)")
+    stats: dict = {}
+    critiques = with_judge_prompts(teacher_critiques(run, steps, stats), steps, role_style(run.recipe, "judge"))
     seed_sft = pairs.sft_filter(critiques, seed=run.recipe.pairs.seed, balance=True)
+    run.require_rows(seed_sft, f"none of the {critiques.num_rows} teacher critiques has a verdict that agrees "
+                               "with its step's label, so the judge's SFT would train on nothing")
     table = seed_sft
     if run.recipe.bootstrap.judge_mix_policy_data:
         table = batches.concat([seed_sft, run.task.policy_sft(data.problems(run, "train"))], "sft_examples")
     valid = int(pc.sum(critiques.column("valid")).as_py() or 0)
     return StageResult(
         metrics={"teacher_critiques": critiques.num_rows, "teacher_valid": valid,
-                 "judge_sft_examples": seed_sft.num_rows, "mixed_examples": table.num_rows},
+                 "judge_sft_examples": seed_sft.num_rows, "mixed_examples": table.num_rows, **stats},
         tables={"teacher_critiques": (critiques, "critiques"), "judge_sft": (table, "sft_examples")},
     )
 
@@ -205,11 +268,10 @@ def judge_samples_stage(run: Run) -> StageResult:
     """The SFT judge samples K critiques for the labeled steps of the problems held out of its SFT
     data; agreeing with the label = chosen, disagreeing = rejected (built next by the PairBuilder)."""
     r = run.recipe
-    steps = judge_dpo_steps(run)
-    if steps.num_rows == 0:
-        run.say("       no training problems left for judge DPO samples (all searched or in SFT)")
-        return StageResult(metrics={"steps": 0, "critiques": 0, "pairs": 0},
-                           tables={"pairs": (batches.empty("preference_pairs"), "preference_pairs")})
+    steps = run.require_rows(
+        judge_dpo_steps(run), "no labeled training steps left for the judge's DPO samples (every labeled "
+        "problem is searched by an iteration or used by the judge's SFT): add labeled solutions "
+        "(task.dataset.train_labeled_solutions) or lower loop.problems_per_iteration")
     judge = run.roles.judge(run.state["judge_sft_dir"])
     sampled = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=r.judge.sampling.max_new_tokens,
                              seed=r.seed + 1)
@@ -225,11 +287,12 @@ def judge_samples_stage(run: Run) -> StageResult:
 
 
 def judge_dpo_stage(run: Run) -> StageResult:
-    pairs_table = run.table("iter_0/judge_samples", "pairs", "preference_pairs")
+    pairs_table = run.require_rows(
+        run.table("iter_0/judge_samples", "pairs", "preference_pairs"),
+        "no critique pairs to train on (the SFT judge's sampled critiques never both agreed and disagreed "
+        "with a step's label, see iter_0/judge_samples): sample more critiques (judge.critiques_per_step) "
+        "or more steps (loop.problems_per_iteration)")
     out_dir = run.model_dir("iter_0/judge_dpo")
-    if pairs_table.num_rows == 0:
-        run.say("       no critique pairs (the judge agreed with every label): keeping the SFT judge")
-        return StageResult(metrics={"pairs": 0}, state={"judge_dir": run.state["judge_sft_dir"]})
     metrics, with_ref = train_dpo(run, Path(run.state["judge_sft_dir"]), pairs_table, out_dir, "judge-dpo")
     return StageResult(metrics={**metrics, "pairs": pairs_table.num_rows},
                        tables={"pairs_with_reference": (with_ref, "preference_pairs")},

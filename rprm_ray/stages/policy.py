@@ -21,17 +21,75 @@ def policy_sft_stage(run: Run) -> StageResult:
     r = run.recipe
     train = data.problems(run, "train")
     table = run.task.policy_sft(train)
+    run.require_rows(table, "no policy SFT examples: no training problem has a usable reference solution "
+                            "(a `solution` with a \\boxed answer, or a GSM8K worked answer)")
+    eft_metrics: dict = {}
     if r.loop.mode == "psrlm" and r.bootstrap.pairwise_judge_examples:
         eft = run.task.pairwise_sft(train, r.bootstrap.pairwise_judge_examples, r.task.seed)
-        if eft.num_rows:
-            table = batches.concat([table, eft], "sft_examples")
+        if eft.num_rows == 0 and r.models.teacher.kind != "programmatic":
+            eft, eft_metrics = teacher_pairwise_sft(run, r.bootstrap.pairwise_judge_examples)
+        run.require_rows(eft, "no pairwise judge (EFT) examples for the self-rewarding policy, which would then "
+                              "judge itself untrained" + (f" ({_eft_counts(eft_metrics)})" if eft_metrics else
+                              "; a dataset task needs a teacher (models.teacher.kind vllm or openai) and "
+                              "labeled steps") + "; or set bootstrap.pairwise_judge_examples: 0 to accept that")
+        table = batches.concat([table, eft], "sft_examples")
     key = cache_key("policy-sft", r.loop.mode, r.task.model_dump(mode="json"),
                     r.models.policy.model_dump(mode="json"), r.trainer.model_dump(mode="json"),
                     r.bootstrap.policy_sft_steps, r.bootstrap.pairwise_judge_examples, r.seed)
     out, metrics = cached_sft(run, key, base_model(run, "policy"), table, r.bootstrap.policy_sft_steps,
                               "policy-sft")
-    return StageResult(metrics={**metrics, "examples": table.num_rows},
+    return StageResult(metrics={**metrics, "examples": table.num_rows, **eft_metrics},
                        state={"policy_dir": str(out), "m1_dir": str(out)})
+
+
+def teacher_pairwise_sft(run: Run, num_examples: int) -> tuple[pa.Table, dict]:
+    """PSRLM's EFT rows for a dataset task (`rprm_ray.eft`): twice as many candidate pairs as
+    the rows asked for are judged (each kept pair gives 2 rows; the filter drops some), and the
+    first `num_examples` kept rows are used. An endpoint teacher's answers persist under the
+    stage's `chunks/teacher_pairwise/`."""
+    from rprm_ray import eft
+
+    r = run.recipe
+    teacher = r.models.teacher
+    steps = run.require_rows(data.labeled_steps(run, "train"), "PSRLM's pairwise (EFT) examples on a dataset "
+                             "come from labeled steps judged by the teacher: set "
+                             "task.dataset.train_labeled_solutions (e.g. PRM800K via `rprm-ray data prm800k`)")
+    pairs = eft.candidate_pairs(steps, num_examples, r.task.seed)
+    max_tokens = r.judge.sampling.max_new_tokens
+    stats: dict = {}
+    if teacher.kind == "openai":
+        from rprm_ray.teacher_client import TeacherClient
+
+        client = TeacherClient(teacher, max_tokens)
+        store = run.shards("teacher_pairwise", "teacher_responses")
+
+        def judge(prompts: list[str]) -> list[str]:
+            try:
+                return [texts[0] if texts else "" for texts in client.generate(prompts, 1, store)]
+            finally:
+                stats.update({f"eft_teacher_{k}": v for k, v in client.stats.items()})
+    else:
+        from rprm_ray.engines import make_engine
+        from rprm_ray.hub import resolve_model
+
+        engine = make_engine(resolve_model(teacher.model, revision=teacher.revision, cache=r.models.hub_cache,
+                                           where="models.teacher.model"), "vllm", r.judge)
+        sampling = SamplingConfig(temperature=teacher.temperature, top_p=0.95, max_new_tokens=max_tokens,
+                                  seed=r.seed)
+
+        def judge(prompts: list[str]) -> list[str]:
+            return [c[0].text for c in engine.generate(prompts, 1, sampling)]
+
+    from rprm_ray.stages.judge import teacher_style
+
+    # The teacher reads its own rendering; the rows the policy learns from are in the policy's.
+    table, counts = eft.judged_examples(pairs, teacher_style(run), judge, student_style=run.task.style)
+    return table.slice(0, num_examples), {**counts, **stats, "eft_examples": min(table.num_rows, num_examples)}
+
+
+def _eft_counts(metrics: dict) -> str:
+    return ", ".join(f"{k} {metrics[k]}" for k in ("eft_pairs", "eft_unparsable", "eft_inconsistent",
+                                                    "eft_against_label") if k in metrics)
 
 
 def solution_sampling(run: Run, temperature: float, seed_offset: int = 0) -> SamplingConfig:
@@ -143,10 +201,11 @@ def self_reward_search_stage(run: Run, iteration: int) -> StageResult:
 
 def step_dpo_stage(run: Run, iteration: int) -> StageResult:
     key = f"iter_{iteration}"
-    pairs = run.table(f"{key}/search", "pairs", "preference_pairs")
-    if pairs.num_rows == 0:
-        run.say("       no step pairs this iteration: the policy is unchanged")
-        return StageResult(metrics={"pairs": 0})
+    pairs = run.require_rows(
+        run.table(f"{key}/search", "pairs", "preference_pairs"),
+        f"no step pairs to train on: the search of {key}/search found no prefix whose candidates its judge "
+        "ranked with a clear best and worst (see that stage's metrics); search more problems "
+        "(loop.problems_per_iteration) or more candidates per step")
     out_dir = run.model_dir(f"{key}/step_dpo")
     metrics, with_ref = train_dpo(run, Path(run.state["policy_dir"]), pairs, out_dir, f"step-dpo-{iteration}",
                                   lr=run.recipe.loop.step_dpo_lr)

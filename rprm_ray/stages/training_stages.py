@@ -38,6 +38,7 @@ def base_model(run: Run, which: str) -> Path:
 
 def train_sft(run: Run, init_dir: Path, table: pa.Table, steps: int, out_dir: Path, name: str,
               trainer_cfg: TrainerConfig | None = None) -> dict[str, Any]:
+    run.require_rows(table, f"{name}: 0 training examples")
     trainer = run.roles.trainer(init_dir, name=name, cfg=trainer_cfg)
     try:
         metrics = trainer.sft(table, steps=steps)
@@ -52,6 +53,7 @@ def train_dpo(run: Run, init_dir: Path, pairs: pa.Table, out_dir: Path, name: st
               lr: float | None = None) -> tuple[dict[str, Any], pa.Table]:
     """Reference log-probs from the frozen `init_dir` weights first, then DPO (peak `lr`, default
     trainer.dpo_lr); one model resident."""
+    run.require_rows(pairs, f"{name}: 0 preference pairs")
     trainer = run.roles.trainer(init_dir, name=name)
     try:
         pairs = trainer.add_reference_logps(pairs)

@@ -14,7 +14,8 @@ and are read with the benchmark loaders of `rprm_ray.data`, whose `DataError` na
   `solution`, or GSM8K's worked `answer`); problems without one are skipped and counted in
   `stats["policy_sft_skipped"]`.
 - pairwise SFT: PSRLM's EFT examples are pairwise judgments written by a stronger model, which a
-  plain dataset does not contain: an empty table and one warning.
+  plain dataset does not contain: an empty table here; the policy SFT stage has the recipe's
+  teacher judge pairs of labeled steps instead (`rprm_ray.eft`).
 - grading: math-verify (`evaluation.math_accuracy.AnswerGrader`); where it cannot parse either
   side, whitespace-insensitive string equality decides (counted in
   `stats["grade_string_fallbacks"]`).
@@ -193,13 +194,7 @@ class DatasetTask(Task):
         return None
 
     def pairwise_sft(self, problems: pa.Table, num_examples: int, seed: int) -> pa.Table:
-        if num_examples > 0:
-            self._warn_once(
-                "pairwise",
-                f"task.kind 'dataset' has no pairwise judge examples (PSRLM's EFT data is written by a "
-                f"stronger model); bootstrap.pairwise_judge_examples={num_examples} is ignored and the "
-                "policy is bootstrapped on solutions only",
-            )
+        # Written by the recipe's teacher in the policy SFT stage (rprm_ray.eft), not by the task.
         return empty("sft_examples")
 
     def grade(self, question: str, reference: str | None, answer: str | None) -> bool:

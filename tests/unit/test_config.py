@@ -102,3 +102,12 @@ def test_dump_round_trips(tmp_path):
     r = load_recipe(TINY, ["loop.iterations=3"])
     again = load_recipe(write(tmp_path, dump_recipe(r)))
     assert again == r
+
+
+def test_psrlm_on_a_dataset_needs_a_teacher_for_its_pairwise_examples():
+    psrlm = ROOT / "recipes" / "psrlm_qwen2.5-math-7b.yaml"
+    with pytest.raises(RecipeError, match=r"psrlm' on a dataset needs models.teacher"):
+        load_recipe(psrlm, ["models.teacher.kind=programmatic"])
+    load_recipe(psrlm, ["models.teacher.kind=programmatic", "bootstrap.pairwise_judge_examples=0"])
+    r = load_recipe(psrlm)
+    assert r.models.teacher.max_concurrent_requests == 64 and r.models.teacher.api == "chat"
