@@ -130,7 +130,8 @@ class PolicyGenerator:
                         "question": question,
                         "prefix_steps": steps,
                         "step": step,
-                        "finished": c.finish_reason == "eos" or self.style.is_final_step(step),
+                        # too_long: the prefix no longer fits the model; its search ends here.
+                        "finished": c.finish_reason in ("eos", "too_long") or self.style.is_final_step(step),
                         "num_tokens": len(c.token_ids),
                         "cumulative_logprob": c.cumulative_logprob,
                     }
@@ -142,6 +143,7 @@ class PolicyGenerator:
         rows_out = sum(len(cs) for cs in outputs)
         self.metrics.rows(rows_in, rows_out)
         self.metrics.count("tokens_generated", sum(len(c.token_ids) for cs in outputs for c in cs))
+        self.metrics.count("skipped_too_long", sum(1 for cs in outputs if cs and cs[0].finish_reason == "too_long"))
 
     def _check_usable(self, where: str) -> None:
         if self._refusal:

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("rprm_ray.commands.submit", "show a submitted job's status"),
     "logs": ("rprm_ray.commands.submit", "print a submitted job's logs"),
     "bootstrap": ("rprm_ray.commands.bootstrap", "build the tiny models and bootstrap the policy"),
+    "tiny": ("rprm_ray.commands.tiny", "lay a tiny model into the hub cache as ORG/NAME (no network needed)"),
     "data": ("rprm_ray.commands.data", "convert datasets (PRM800K) to the formats recipes read"),
 }
 

@@ -56,6 +56,11 @@ class ModelSpec(_Strict):
     tiny: TinyModelConfig = TinyModelConfig()
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     trust_remote_code: bool = False
+    # A hub id's revision (branch, tag or commit); null: the default branch.
+    revision: str | None = None
+    # How prompts reach the model: auto = through the tokenizer's chat template when it has one
+    # (the paper prompt as the user turn), none = raw prompts, or a Jinja template file's path.
+    chat_template: str = "auto"
 
     @property
     def is_tiny(self) -> bool:
@@ -70,6 +75,7 @@ class TeacherConfig(_Strict):
     model: str | None = None
     url: str | None = None
     api_key_env: str | None = None
+    revision: str | None = None  # of a hub-id `model` (kind vllm)
     critiques_per_step: int = Field(4, ge=1, le=64)
     temperature: float = Field(0.4, ge=0.0, le=2.0)
     # kind 'openai' only: the endpoint's API (chat: the server applies the model's chat template),
@@ -100,6 +106,13 @@ class ModelsConfig(_Strict):
     # None: the policy judges itself (PSRLM self-rewarding); otherwise a separate R-PRM judge.
     judge: ModelSpec | None = ModelSpec()
     teacher: TeacherConfig = TeacherConfig()
+    # Where hub ids are downloaded to and read from (a directory every node of the run reaches,
+    # e.g. a shared volume on a cluster); null: the standard Hugging Face cache (HF_HOME/hub).
+    hub_cache: Path | None = None
+    # A prompt longer than a model's max_model_len_tokens minus the tokens it may write: skip it
+    # (counted as skipped_too_long in the stage's metrics), or keep its last tokens (truncate_left,
+    # vLLM's truncate_prompt_tokens rule: the start of the prompt is dropped).
+    too_long: Literal["skip", "truncate_left"] = "skip"
 
 
 # --------------------------------------------------------------------------------------------

@@ -54,9 +54,12 @@ def candidate_pairs(steps: pa.Table, max_pairs: int, seed: int) -> list[dict[str
 
 
 def judged_examples(pairs: list[dict[str, Any]], style: PromptStyle,
-                    judge: Callable[[list[str]], list[str]]) -> tuple[pa.Table, dict[str, int]]:
-    """Ask `judge` (prompts -> one judgment each) about every pair in both orders; keep the
-    consistent, label-agreeing ones as `sft_examples` rows. Returns the rows and counts."""
+                    judge: Callable[[list[str]], list[str]],
+                    student_style: PromptStyle | None = None) -> tuple[pa.Table, dict[str, int]]:
+    """Ask `judge` (prompts -> one judgment each, written in `style`: the teacher's) about every
+    pair in both orders; keep the consistent, label-agreeing ones as `sft_examples` rows, whose
+    prompts are written in `student_style` (the policy's chat template; default `style`).
+    Returns the rows and counts."""
     prompts = []
     for p in pairs:
         prompts.append(style.pairwise_prompt(p["question"], p["prefix"], p["step_a"], p["step_b"]))
@@ -84,7 +87,10 @@ def judged_examples(pairs: list[dict[str, Any]], style: PromptStyle,
                 counts["eft_against_label"] += 1
                 continue
         counts["eft_kept_pairs"] += 1
-        for order, prompt, text in (("AB", prompts[2 * j], ab), ("BA", prompts[2 * j + 1], ba)):
+        student = student_style or style
+        for order, prompt, text in (
+                ("AB", student.pairwise_prompt(p["question"], p["prefix"], p["step_a"], p["step_b"]), ab),
+                ("BA", student.pairwise_prompt(p["question"], p["prefix"], p["step_b"], p["step_a"]), ba)):
             rows.append({"example_id": f"pairwise/{p['problem_id']}/{j}/{order}", "kind": "pairwise",
                          "prompt": prompt, "completion": text})
     table = batches.from_rows(rows, "sft_examples") if rows else batches.empty("sft_examples")

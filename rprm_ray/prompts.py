@@ -300,7 +300,11 @@ class PaperStyle(PromptStyle):
 STYLES: dict[str, PromptStyle] = {"compact": CompactStyle(), "paper": PaperStyle()}
 
 
-def get_style(name: str) -> PromptStyle:
+def get_style(name: str | PromptStyle) -> PromptStyle:
+    """The style called `name`; a style object (e.g. `chat.ChatStyle`) is returned as is, so roles
+    can be handed either."""
+    if isinstance(name, PromptStyle):
+        return name
     try:
         return STYLES[name]
     except KeyError:

@@ -54,13 +54,19 @@ class Roles:
         self._judge_dir: str | None = None
         self._pair_builder: Any = None
 
+    def style(self, role: str) -> Any:
+        """The role's prompt style, rendered through its chat template (`chat.role_style`)."""
+        from rprm_ray.chat import role_style
+
+        return role_style(self.recipe, role)
+
     # ---- PolicyGenerator ------------------------------------------------------------------
     def generator(self, model_dir: str | Path) -> Any:
         from actors.generator import GeneratorPool
 
         model_dir = str(model_dir)
         if self._generator is None:
-            self._generator = GeneratorPool(model_dir, self.recipe.generator, style_name=self.style_name)
+            self._generator = GeneratorPool(model_dir, self.recipe.generator, style_name=self.style("policy"))
         elif self._generator_dir != model_dir:
             self._generator.update_weights(model_dir, checksum_of(model_dir))
         self._generator_dir = model_dir
@@ -72,7 +78,7 @@ class Roles:
 
         model_dir = str(model_dir)
         if self._judge is None:
-            self._judge = deploy_judge(self.recipe, model_dir, style_name=self.style_name)
+            self._judge = deploy_judge(self.recipe, model_dir, style_name=self.style("judge"))
         elif self._judge_dir != model_dir:
             self._judge.update_weights(model_dir, checksum_of(model_dir))
         self._judge_dir = model_dir
@@ -84,7 +90,7 @@ class Roles:
             from actors.pair_builder import PairBuilder
 
             self._pair_builder = PairBuilder.options(name="pair-builder").remote(
-                self.recipe.pairs, self.style_name)
+                self.recipe.pairs, self.style("policy"))
         return self._pair_builder
 
     # ---- Trainer --------------------------------------------------------------------------

@@ -104,3 +104,13 @@ def micro_runs(ray_cluster, tmp_path_factory: pytest.TempPathFactory):
     from micro_world import MicroRuns
 
     return MicroRuns(tmp_path_factory.mktemp("micro_runs"))
+
+@pytest.fixture(scope="session")
+def hub_tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A hub cache holding `tiny-org/paper-smoke`, laid by `rprm-ray tiny` (the paper-smoke size:
+    4,096 positions, byte tokenizer with a ChatML-style chat template): (cache dir, hub id)."""
+    from rprm_ray.cli import main
+
+    cache = tmp_path_factory.mktemp("hub_cache")
+    assert main(["tiny", "tiny-org/paper-smoke", "--cache", str(cache)]) == 0
+    return cache, "tiny-org/paper-smoke"

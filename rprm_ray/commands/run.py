@@ -43,8 +43,25 @@ def run(args: argparse.Namespace) -> int:
 
     print(format_plan(recipe))
     if args.dry_run:
+        from rprm_ray.hub import length_checks
+
+        errors, notes = length_checks(recipe)
+        for line in notes:
+            print(f"length: {line}")
+        if errors:
+            for line in errors:
+                print(f"error: {args.recipe}: {line}", file=sys.stderr)
+            return 2
         print("dry run: recipe valid; nothing started")
         return 0
+    from rprm_ray.hub import ModelResolutionError, resolve_recipe_models
+
+    try:  # a missing model ends the run here, before Ray or any actor starts
+        for role, path in resolve_recipe_models(recipe).items():
+            print(f"model: {role} = {path}")
+    except ModelResolutionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return execute(recipe, args.resume, getattr(args, "rerun", None))
 
 

@@ -122,7 +122,10 @@ def model_dirs(recipe: Recipe, policy: Path | None, judge: Path | None) -> tuple
                 f"models.{role} is 'tiny': pass {flag} DIR with the bootstrapped {role} "
                 "(an untrained tiny model writes noise)"
             )
-        return spec.name_or_path
+        from rprm_ray.hub import resolve_model
+
+        return str(resolve_model(spec.name_or_path, revision=spec.revision, cache=recipe.models.hub_cache,
+                                 where=f"models.{role}.name_or_path"))
 
     policy_dir = pick(policy, recipe.models.policy, "policy", "--policy-model")
     if recipe.search.strategy == "self_judged" or recipe.models.judge is None:

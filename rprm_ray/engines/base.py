@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
     from rprm_ray.config import GeneratorConfig, JudgeConfig, SamplingConfig
 
-FinishReason = Literal["eos", "stop", "length"]
+# too_long: the prompt did not fit the model's length budget and was skipped (see LengthGuard).
+FinishReason = Literal["eos", "stop", "length", "too_long"]
 
 
 @dataclass
@@ -37,7 +38,8 @@ class Completion:
     a matched stop string and the end-of-sequence token; `text` excludes the stop string unless
     `include_stop` was asked for, and never contains special tokens.
     finish_reason: "eos" (the model ended the sequence), "stop" (a stop string matched),
-    "length" (max_new_tokens reached).
+    "length" (max_new_tokens reached), "too_long" (the prompt left no room within
+    max_model_len_tokens and was skipped: empty text, no tokens).
     """
 
     text: str
@@ -103,6 +105,7 @@ class EngineSettings:
     enforce_eager: bool = False  # skip torch.compile / CUDA graphs: faster start (config.py says when)
     trust_remote_code: bool = False
     seed: int = 0
+    too_long: str = "skip"  # models.too_long: skip | truncate_left (LengthGuard)
 
     @classmethod
     def from_role(cls, role_cfg: GeneratorConfig | JudgeConfig, **overrides: object) -> EngineSettings:
@@ -189,6 +192,61 @@ def truncate_at_stop(text: str, stop: list[str] | None, include_stop: bool) -> t
         return text, False
     i, length = best
     return (text[: i + length] if include_stop else text[:i]), True
+
+
+class LengthGuard:
+    """Keeps prompts that cannot fit out of the model: vLLM rejects a whole batch when one
+    prompt exceeds max_model_len, and a longer prompt than the positions cannot be decoded.
+
+    A prompt fits when its tokens + the call's max_new_tokens <= max_model_len_tokens. One that
+    does not is skipped (rule `skip`: its completions come back empty with finish_reason
+    "too_long") or keeps its last tokens (rule `truncate_left`, vLLM's truncate_prompt_tokens
+    rule: the start is dropped). `skipped` / `truncated` count prompts over the engine's life."""
+
+    def __init__(self, tokenizer: object, max_model_len: int, rule: str = "skip"):
+        if rule not in ("skip", "truncate_left"):
+            raise ValueError(f"models.too_long must be 'skip' or 'truncate_left', got {rule!r}")
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+        self.rule = rule
+        self.skipped = 0
+        self.truncated = 0
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+
+    def apply(self, prompts: list[str], max_new_tokens: int) -> list[str | None]:
+        """Each prompt as it may be sent, or None where it is skipped."""
+        budget = self.max_model_len - max_new_tokens
+        out: list[str | None] = []
+        for prompt in prompts:
+            ids = self._ids(prompt)
+            if len(ids) <= budget:
+                out.append(prompt)
+            elif self.rule == "skip" or budget <= 0:
+                self.skipped += 1
+                out.append(None)
+            else:
+                self.truncated += 1
+                out.append(self._keep_last(ids, budget))
+        return out
+
+    def _keep_last(self, ids: list[int], budget: int) -> str:
+        keep = budget
+        while True:  # decoding and re-encoding may merge differently: shrink until it fits
+            text = self.tokenizer.decode(ids[-keep:], skip_special_tokens=False)  # type: ignore[attr-defined]
+            if len(self._ids(text)) <= budget or keep <= 1:
+                return text
+            keep -= 1
+
+    def generate(self, prompts: list[str], n: int, max_new_tokens: int,
+                 run: Callable[[list[str]], list[list[Completion]]]) -> list[list[Completion]]:
+        """`run` on the prompts that may be sent; skipped ones get n empty "too_long" completions."""
+        sent = self.apply(prompts, max_new_tokens)
+        kept = [p for p in sent if p is not None]
+        done = iter(run(kept) if kept else [])
+        return [next(done) if p is not None else [Completion("", [], None, "too_long", [], None)
+                                                   for _ in range(n)] for p in sent]
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from rprm_ray.engines.base import (
     Completion,
     EngineSettings,
     FinishReason,
+    LengthGuard,
     check_model_dir,
     checkpoint_dtype,
     checksum_state_dict,
@@ -55,6 +56,7 @@ class HFEngine:
         ).to(self.device)
         self.model.eval()
         self._eos_ids = self._eos_token_ids()
+        self.guard = LengthGuard(self.tokenizer, settings.max_model_len_tokens, settings.too_long)
         self._decoded: dict[int, str] = {}
 
     def _eos_token_ids(self) -> set[int]:
@@ -74,6 +76,11 @@ class HFEngine:
         logprobs: int | None = None,
         include_stop: bool = False,
     ) -> list[list[Completion]]:
+        return self.guard.generate(prompts, n, sampling.max_new_tokens,
+                                   lambda kept: self._generate(kept, n, sampling, stop, logprobs, include_stop))
+
+    def _generate(self, prompts: list[str], n: int, sampling: SamplingConfig, stop: list[str] | None,
+                  logprobs: int | None, include_stop: bool) -> list[list[Completion]]:
         import torch
 
         if sampling.seed is not None:

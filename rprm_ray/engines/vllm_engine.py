@@ -30,6 +30,7 @@ from rprm_ray.engines.base import (
     Completion,
     EngineSettings,
     FinishReason,
+    LengthGuard,
     check_model_dir,
     checkpoint_dtype,
     combine_digests,
@@ -133,6 +134,7 @@ class VllmEngine:
                 "Start every engine through rprm_ray.engines.make_engine."
             )
         self.tokenizer = self.llm.get_tokenizer()
+        self.guard = LengthGuard(self.tokenizer, settings.max_model_len_tokens, settings.too_long)
         self._eos_id = self.tokenizer.eos_token_id
         self._decoded: dict[int, str] = {}
         self._record: WeightRecord | None = None
@@ -151,6 +153,11 @@ class VllmEngine:
     ) -> list[list[Completion]]:
         if not prompts:
             return []
+        return self.guard.generate(prompts, n, sampling.max_new_tokens,
+                                   lambda kept: self._generate(kept, n, sampling, stop, logprobs, include_stop))
+
+    def _generate(self, prompts: list[str], n: int, sampling: SamplingConfig, stop: list[str] | None,
+                  logprobs: int | None, include_stop: bool) -> list[list[Completion]]:
         from vllm import SamplingParams
 
         # A prompt repeated in one call (e.g. beam search refilling slots from one survivor) is

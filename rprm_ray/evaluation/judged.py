@@ -81,15 +81,12 @@ def _looks_like_hub_name(text: str) -> bool:
 
 
 def _fetch_from_hub(name: str) -> str:
-    try:
-        from huggingface_hub import snapshot_download
+    from rprm_ray.hub import ModelResolutionError, resolve_model
 
-        return snapshot_download(repo_id=name)
-    except Exception as exc:  # offline, unknown repo, gated repo: all end the command the same way
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(
-            f"--judge {name}: no such directory, and fetching it from the hub failed ({first_line})"
-        ) from None
+    try:
+        return str(resolve_model(name, where="--judge"))
+    except ModelResolutionError as exc:  # offline, unknown repo, gated repo: all end the same way
+        raise DataError(f"no such directory, and {exc}") from None
 
 
 def _from_run(run_dir: Path) -> JudgeSource:

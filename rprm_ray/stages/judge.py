@@ -9,10 +9,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rprm_ray import batches, pairs, teachers, tiny
+from rprm_ray.chat import role_style
 from rprm_ray.config import Recipe, SamplingConfig, TrainerConfig
 from rprm_ray.evaluation.processbench import harmonic_f1, predicted_first_error
 from rprm_ray.judging import step_score_rows
 from rprm_ray.loop import Run, StageResult
+from rprm_ray.prompts import get_style
 from rprm_ray.stages import data
 from rprm_ray.stages.policy import iteration_problem_ids
 from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, train_dpo
@@ -20,12 +22,38 @@ from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, t
 # ---- seed data ----------------------------------------------------------------------------
 
 
+def teacher_style(run: Run):
+    """How the teacher is prompted: a local (vllm) teacher through its own tokenizer's chat
+    template; an endpoint gets the plain prompt (a chat endpoint applies the server's template)."""
+    from rprm_ray.chat import load_chat_template, style_with_chat
+    from rprm_ray.hub import resolve_model
+
+    teacher = run.recipe.models.teacher
+    if teacher.kind != "vllm":
+        return get_style(run.recipe.models.prompt_style)
+    model_dir = resolve_model(teacher.model, revision=teacher.revision, cache=run.recipe.models.hub_cache,
+                              where="models.teacher.model")
+    return style_with_chat(run.recipe.models.prompt_style, load_chat_template("auto", model_dir, "models.teacher"))
+
+
+def with_judge_prompts(critiques: pa.Table, steps: pa.Table, style) -> pa.Table:
+    """The critiques' `prompt` as the judge reads it (its chat template, not the teacher's): the
+    judge's SFT rows are then byte for byte the prompts its engine is sent when it judges."""
+    by_step = {(r["solution_id"], r["step_idx"]): r for r in steps.to_pylist()}
+    prompts = []
+    for sid, idx in zip(critiques.column("solution_id").to_pylist(), critiques.column("step_idx").to_pylist(),
+                        strict=True):
+        r = by_step[(sid, idx)]
+        prompts.append(style.judge_prompt(r["question"], list(r["previous_steps"]), r["now_step"]))
+    return critiques.set_column(critiques.column_names.index("prompt"), "prompt", pa.array(prompts, pa.string()))
+
+
 def teacher_critiques(run: Run, steps: pa.Table, stats: dict | None = None) -> pa.Table:
     """The seed critiques; an endpoint teacher's answers persist under the stage's
     `chunks/teacher/` as they arrive (a resumed stage pays only for the missing ones), and its
     request counts go into `stats`."""
     teacher = run.recipe.models.teacher
-    style = run.task.style
+    style = teacher_style(run) if teacher.kind != "programmatic" else run.task.style
     k = teacher.critiques_per_step
     if teacher.kind == "programmatic":
         return teachers.programmatic_critiques(steps, run.task, k)
@@ -40,8 +68,10 @@ def teacher_critiques(run: Run, steps: pa.Table, stats: dict | None = None) -> p
             if stats is not None:
                 stats.update({f"teacher_{name}": v for name, v in client.stats.items()})
     from rprm_ray.engines import make_engine
+    from rprm_ray.hub import resolve_model
 
-    engine = make_engine(teacher.model, "vllm", run.recipe.judge)
+    engine = make_engine(resolve_model(teacher.model, revision=teacher.revision, cache=run.recipe.models.hub_cache,
+                                       where="models.teacher.model"), "vllm", run.recipe.judge)
     return teachers.engine_critiques(steps, style, engine, k, sampling)
 
 
@@ -131,7 +161,7 @@ def judge_seed_stage(run: Run) -> StageResult:
     run.require_rows(steps, "no labeled training steps for the teacher to critique (set "
                             "task.dataset.train_labeled_solutions to a ProcessBench-format file)")
     stats: dict = {}
-    critiques = teacher_critiques(run, steps, stats)
+    critiques = with_judge_prompts(teacher_critiques(run, steps, stats), steps, role_style(run.recipe, "judge"))
     seed_sft = pairs.sft_filter(critiques, seed=run.recipe.pairs.seed, balance=True)
     run.require_rows(seed_sft, f"none of the {critiques.num_rows} teacher critiques has a verdict that agrees "
                                "with its step's label, so the judge's SFT would train on nothing")

@@ -70,15 +70,20 @@ def teacher_pairwise_sft(run: Run, num_examples: int) -> tuple[pa.Table, dict]:
                 stats.update({f"eft_teacher_{k}": v for k, v in client.stats.items()})
     else:
         from rprm_ray.engines import make_engine
+        from rprm_ray.hub import resolve_model
 
-        engine = make_engine(teacher.model, "vllm", r.judge)
+        engine = make_engine(resolve_model(teacher.model, revision=teacher.revision, cache=r.models.hub_cache,
+                                           where="models.teacher.model"), "vllm", r.judge)
         sampling = SamplingConfig(temperature=teacher.temperature, top_p=0.95, max_new_tokens=max_tokens,
                                   seed=r.seed)
 
         def judge(prompts: list[str]) -> list[str]:
             return [c[0].text for c in engine.generate(prompts, 1, sampling)]
 
-    table, counts = eft.judged_examples(pairs, run.task.style, judge)
+    from rprm_ray.stages.judge import teacher_style
+
+    # The teacher reads its own rendering; the rows the policy learns from are in the policy's.
+    table, counts = eft.judged_examples(pairs, teacher_style(run), judge, student_style=run.task.style)
     return table.slice(0, num_examples), {**counts, **stats, "eft_examples": min(table.num_rows, num_examples)}
 
 

@@ -26,6 +26,11 @@ def base_model(run: Run, which: str) -> Path:
     tiny judge's vocabulary has the verdict-prefix token (tiny.py)."""
     spec = run.recipe.models.policy if which == "policy" else run.recipe.models.judge
     judge = which == "judge"
+    if not spec.is_tiny:  # a directory or a hub id: resolved (downloaded once) in one place
+        from rprm_ray.hub import resolve_model
+
+        return resolve_model(spec.name_or_path, revision=spec.revision, cache=run.recipe.models.hub_cache,
+                             where=f"models.{which}.name_or_path")
     parts = [spec.model_dump(mode="json"), run.recipe.seed, *(["verdict-token"] if judge else [])]
     key = cache_key(f"base-{which}", *parts)
     return Path(tiny.ensure_model(spec, run.recipe.model_cache, key, seed=run.recipe.seed, verdict_token=judge))

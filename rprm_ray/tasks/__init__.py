@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rprm_ray.prompts import get_style
 from rprm_ray.tasks.base import Task, TaskError
 
 if TYPE_CHECKING:
@@ -18,7 +17,10 @@ __all__ = ["Task", "TaskError", "make_task"]
 
 
 def make_task(recipe: Recipe) -> Task:
-    style = get_style(recipe.models.prompt_style)
+    from rprm_ray.chat import role_style
+
+    # The policy's style: SFT rows and the generator's prompts render the same way.
+    style = role_style(recipe, "policy")
     if recipe.task.kind == "arith":
         from rprm_ray.tasks.arith_task import ArithTask
 

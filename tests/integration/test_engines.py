@@ -169,3 +169,21 @@ def test_a_continuation_sees_the_next_token_distribution_of_the_single_generatio
         assert set(probe.top_logprobs[0]) == set(full.top_logprobs[cut])
         for key, value in full.top_logprobs[cut].items():
             assert probe.top_logprobs[0][key] == pytest.approx(value, abs=1e-4)
+
+
+@pytest.mark.parametrize("which", ["engine", "hf"])
+def test_a_prompt_over_max_model_len_is_skipped_or_truncated_never_a_failed_batch(which, request) -> None:
+    eng = request.getfixturevalue(which)
+    long = "Q:" + "1+" * 300 + "1\n"  # 605 byte tokens > max_model_len 512
+    out = eng.generate(["Q:3+4\n", long], 2, GREEDY)
+    assert [len(cs) for cs in out] == [2, 2]
+    assert out[0][0].finish_reason in ("eos", "length", "stop") and out[0][0].token_ids
+    assert [(c.finish_reason, c.text, c.token_ids) for c in out[1]] == [("too_long", "", [])] * 2
+    skipped = eng.guard.skipped
+    eng.guard.rule = "truncate_left"
+    try:
+        out = eng.generate([long], 1, GREEDY)
+    finally:
+        eng.guard.rule = "skip"
+    assert out[0][0].finish_reason != "too_long" and out[0][0].token_ids
+    assert eng.guard.truncated >= 1 and eng.guard.skipped == skipped

@@ -90,7 +90,7 @@ def _psrlm_run(tmp_path, url: str, examples: int) -> Run:
         "task": {"kind": "dataset", "train_problems": 1, "eval_problems": 1, "dataset": {
             "train_problems": str(tmp_path / "train.jsonl"), "eval_problems": str(tmp_path / "test.jsonl"),
             "train_labeled_solutions": str(tmp_path / "labeled.json")}},
-        "models": {"prompt_style": "paper", "judge": None,
+        "models": {"prompt_style": "paper", "judge": None, "too_long": "truncate_left",  # no data left out
                    "teacher": {"kind": "openai", "url": url, "model": "t", "retry_backoff_s": 0.0}},
     })
     from rprm_ray.stages import data

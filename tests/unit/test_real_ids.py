@@ -33,7 +33,7 @@ def _run(tmp_path, mode: str, per_iteration: int, iterations: int = 1) -> Run:
         "task": {"kind": "dataset", "train_problems": 8, "eval_problems": 1, "dataset": {
             "train_problems": str(tmp_path / "train.jsonl"), "eval_problems": str(tmp_path / "test.jsonl"),
             "train_labeled_solutions": str(tmp_path / "labeled.json")}},
-        "models": {"prompt_style": "paper", "judge": None if mode == "psrlm" else {},
+        "models": {"prompt_style": "paper", "too_long": "truncate_left", "judge": None if mode == "psrlm" else {},
                    "teacher": {"kind": "openai", "url": "http://127.0.0.1:9/v1", "model": "t"}},
     })
     run = Run.open(recipe)
