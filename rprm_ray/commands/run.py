@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -18,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rprm_ray.config import RecipeError, load_recipe
+    from rprm_ray.config import load_recipe
 
     overrides = list(args.overrides)
     if args.resume is not None:
@@ -28,11 +27,7 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"name={args.resume.name}")
         if "run_root" not in given:
             overrides.append(f"run_root={args.resume.parent}")
-    try:
-        recipe = load_recipe(args.recipe, overrides)
-    except RecipeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    recipe = load_recipe(args.recipe, overrides)  # RecipeError: rprm-ray run: error: ... (cli.main)
     from rprm_ray.loop import format_plan
 
     print(format_plan(recipe))
@@ -43,17 +38,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def execute(recipe, resume_dir: Path | None) -> int:
-    from rprm_ray.loop import Run, RunError
-    from rprm_ray.manifest import ManifestError
+    from rprm_ray.loop import Run
     from rprm_ray.pipeline import run_pipeline
     from rprm_ray.report import summary_text, write_report
     from rprm_ray.roles import Roles, init_ray
 
-    try:
-        run = Run.open(recipe, resume_dir)
-    except (RunError, ManifestError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    run = Run.open(recipe, resume_dir)  # RunError / ManifestError: reported by cli.main
     init_ray(recipe)
     run.roles = Roles(recipe)
     try:
