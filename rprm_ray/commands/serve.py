@@ -129,7 +129,9 @@ def _init_ray(recipe: Any) -> None:
         return
     auto = recipe.judge.autoscaling
     demand = auto.max_replicas * recipe.judge.num_cpus_per_replica + 1
-    ray.init(num_cpus=res.num_cpus or max(int(demand + 0.999), os.cpu_count() or 1), num_gpus=res.num_gpus,
+    # address="local": always a new cluster of this process's own, never one a `ray start` left on
+    # this machine (which plain ray.init() would join, and whose Serve the clean-up would stop).
+    ray.init(address="local", num_cpus=res.num_cpus or max(int(demand + 0.999), os.cpu_count() or 1), num_gpus=res.num_gpus,
              include_dashboard=False, runtime_env=env, log_to_driver=False, configure_logging=False)
 
 

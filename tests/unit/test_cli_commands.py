@@ -39,6 +39,8 @@ def test_every_expected_error_class_exists() -> None:
         (["run", "missing.yaml"], "missing.yaml: recipe file not found"),
         (["run", str(TINY), "--set", "judge.critiques_per_step=0"], "judge.critiques_per_step"),
         (["search", "missing.yaml"], "missing.yaml: recipe file not found"),
+        (["bootstrap", "missing.yaml"], "missing.yaml: recipe file not found"),
+        (["submit", "missing.yaml"], "missing.yaml: recipe file not found"),
         (["serve", "no/such/model/dir"], "JUDGE no/such/model/dir: no such model or run directory"),
         (["export", "nowhere", "--role", "judge", "--to", "out"], "RUN nowhere: not a run directory"),
         (["report", "nowhere"], "nowhere: not a run directory (no manifest.json)"),
