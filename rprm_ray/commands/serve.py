@@ -11,11 +11,12 @@ local Ray cluster and shuts it down on exit, leaving no process behind.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import socket
 import sys
-import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,13 @@ def run(args: argparse.Namespace) -> int:
         raise _Stop(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def take_signals_back() -> None:
+        # ray.init installs Ray's own fatal-signal handler (SIGTERM: dump a stack, abort), which
+        # would skip the clean-up: ours must be the one installed once Ray is up.
+        for sig in previous:
+            signal.signal(sig, stop)
+
     try:
         from ray import serve
 
@@ -93,15 +101,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"rprm-ray serve: starting the judge {source.model_dir} ({source.origin}), prompt style {style}",
               file=sys.stderr, flush=True)
         _init_ray(recipe)
+        take_signals_back()
         spec = (source.recipe or recipe).models
         judge_spec = spec.judge or spec.policy
         overrides = {"dtype": judge_spec.dtype, "trust_remote_code": judge_spec.trust_remote_code}
+        # Serve's driver-side INFO lines (e.g. that serve.run joins the Serve instance started just
+        # above) say nothing to the user; warnings and errors still show.
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
         serve.start(http_options={"host": host, "port": port})
-        serve.run(build_app(recipe.judge, source.model_dir, style, recipe.search.aggregation, overrides, source.origin),
-                  name=APP_NAME, route_prefix="/", blocking=False)
+        app = build_app(recipe.judge, source.model_dir, style, recipe.search.aggregation, overrides, source.origin)
+        try:
+            serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        except RuntimeError as exc:  # a replica that cannot start (weights, memory, engine)
+            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise DataError(f"the judge did not start: {first.strip()[:300]} (replica logs: Ray's "
+                            "session logs, logs/serve/)") from None
+        take_signals_back()
         print(f"rprm-ray serve: judge ready at http://{host}:{port}  "
               "(POST /v1/score, POST /get_reward, GET /healthz); Ctrl-C stops", flush=True)
-        threading.Event().wait()  # until a signal raises _Stop
+        while True:
+            time.sleep(3600)  # until a signal raises _Stop
     except _Stop as exc:
         print(f"rprm-ray serve: {exc}: stopping", file=sys.stderr, flush=True)
     finally:
