@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 # The judge and policy read raw prompts in their style's format (rprm_ray.prompts); a tokenizer
 # without a chat template gets this one, so `apply_chat_template` yields exactly that raw text.
 PLAIN_CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
-# Files the run keeps beside the weights that are not part of a model.
-RUN_ONLY_FILES = {"checksum.txt"}
 
 
 def export_model(run_dir: Path, role: str, out_dir: Path, *, force: bool = False) -> Path:
@@ -47,11 +45,17 @@ def export_model(run_dir: Path, role: str, out_dir: Path, *, force: bool = False
     return out_dir
 
 
+def _is_model_file(name: str) -> bool:
+    # The weights, their index, the architecture config and remote code (trust_remote_code
+    # models); the tokenizer and generation config are written separately, and what a run keeps
+    # beside the weights (checksum.txt, training metrics) is not part of the model.
+    return name == "config.json" or name.endswith((".safetensors", ".safetensors.index.json", ".py"))
+
+
 def _copy_weights(src: Path, out: Path) -> None:
     if any(src.glob("*.safetensors")):
         for path in src.iterdir():
-            if path.is_file() and path.name not in RUN_ONLY_FILES and not path.name.startswith("tokenizer") \
-                    and path.name not in ("special_tokens_map.json", "chat_template.jinja", "generation_config.json"):
+            if path.is_file() and _is_model_file(path.name):
                 shutil.copy2(path, out / path.name)
         return
     # Older checkpoints (pytorch_model.bin): load and write safetensors.

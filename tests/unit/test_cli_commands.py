@@ -75,6 +75,7 @@ def _fake_run(root: Path, name: str, tiny_model_dir: Path | None = None) -> Path
 
         shutil.copytree(tiny_model_dir, run_dir / "judge_dpo")
         (run_dir / "judge_dpo" / "checksum.txt").write_text("abc\n")
+        (run_dir / "judge_dpo" / "train_metrics.json").write_text("{}")
         state = {"judge_dir": str(run_dir / "judge_dpo"), "policy_dir": str(run_dir / "judge_dpo")}
     manifest.record("iter_0/judge_eval_sft", {}, {"sft_f1": 71.5, "sft_error_acc": 60.0, "sft_correct_acc": 87.0}, 3.0, state)
     manifest.record("iter_1/policy_eval", {}, {"pass@1": 40.0}, 2.0, {})
@@ -129,7 +130,7 @@ def test_export_writes_a_self_contained_model_dir(tmp_path, tiny_dir, capsys) ->
     assert "exported the judge" in capsys.readouterr().out
     names = {p.name for p in out.iterdir()}
     assert {"model.safetensors", "config.json", "generation_config.json", "README.md"} <= names
-    assert "checksum.txt" not in names
+    assert not names & {"checksum.txt", "train_metrics.json"}  # the run's, not the model's
     # The export alone: the run may go away.
     import shutil
 

@@ -102,3 +102,25 @@ def test_labeled_step_rows_carry_the_previous_steps() -> None:
     assert [(r["step_idx"], r["previous_steps"], r["now_step"]) for r in rows] == [
         (0, [], "a"), (1, ["a"], "b"), (2, ["a", "b"], "c")]
     batches.from_rows(rows, "labeled_steps")  # valid rows of the judge's input table
+
+
+def test_the_app_composes_the_judge_deployment_with_the_recipe_autoscaling() -> None:
+    """`rprm-ray serve` reuses actors/judge.py's ProcessJudge behind the HTTP ingress, scaled as
+    the recipe's judge.autoscaling says (built, not started: no Ray needed)."""
+    from actors.judge import ProcessJudge
+    from actors.judge_http import build_app
+    from rprm_ray.config import AutoscalingConfig, JudgeConfig
+
+    cfg = JudgeConfig(num_cpus_per_replica=2, autoscaling=AutoscalingConfig(
+        min_replicas=1, max_replicas=3, target_ongoing_requests=4, upscale_delay_s=5, downscale_delay_s=30))
+    ingress = build_app(cfg, "/models/judge", "paper", "prod", {"dtype": "bfloat16"}, "model")._bound_deployment
+    assert ingress.name == "JudgeHTTP" and ingress.ray_actor_options == {"num_cpus": 0.1}
+    judge = ingress.init_args[0]._bound_deployment
+    assert judge.func_or_class is ProcessJudge.func_or_class
+    auto = judge._deployment_config.autoscaling_config
+    assert (auto.min_replicas, auto.max_replicas, auto.target_ongoing_requests, auto.upscale_delay_s,
+            auto.downscale_delay_s) == (1, 3, 4, 5, 30)
+    assert judge.user_config == {"model_dir": "/models/judge", "checksum": None}
+    assert judge.ray_actor_options["num_cpus"] == 2
+    assert judge.init_args[1:] == ("paper", {"dtype": "bfloat16"})
+    assert ingress.init_args[2:4] == ("paper", "prod")
