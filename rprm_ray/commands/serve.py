@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         # Further signals must not interrupt the clean-up.
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
-        _shutdown(local)
+        _shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
@@ -154,19 +154,21 @@ def _init_ray(recipe: Any) -> None:
              include_dashboard=False, runtime_env=env, log_to_driver=False, configure_logging=False)
 
 
-def _shutdown(local: bool) -> None:
+def _shutdown() -> None:
+    """Delete the application (Serve stops each replica gracefully: it closes its engine), then
+    stop the local cluster (controller and proxy go with it) or leave the shared one."""
     import ray
 
     if not ray.is_initialized():
         return
     from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    from actors.judge_http import APP_NAME
 
     try:
-        if local:
-            serve.shutdown()  # stops the replicas gracefully: each closes its engine
-        else:
-            from actors.judge_http import APP_NAME
-
-            serve.delete(APP_NAME)  # on a shared cluster, take only this application down
+        serve.delete(APP_NAME)
+    except RayServeException:  # stopped before Serve started: nothing to delete
+        pass
     finally:
         ray.shutdown()  # stops the cluster this process started; only disconnects from a shared one
