@@ -238,3 +238,22 @@ def test_eval_prmbench_scores_published_files_as_prmbench_does(tmp_path, capsys)
     table = capsys.readouterr().out
     assert "ignored error steps past the last step: 1; repeated ids (first kept): 1" in table
     assert table.splitlines()[-2].split()[0] == "Overall"
+
+
+def test_eval_prmbench_with_a_judge_model(tmp_path, tiny_dir, capsys) -> None:
+    """--judge goes through the same scorer; the untrained tiny judge (transformers engine, no Ray)
+    writes no valid critique, so every step is unscored and counted correct."""
+    data = tmp_path / "p.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in [
+        _prmbench_row(1, "deception", ["1+1=2", "A:3"], [2]), _prmbench_row(2, "confidence", ["A:2"], [])]) + "\n")
+    saved = tmp_path / "scores.jsonl"
+    argv = ["eval", "prmbench", "--data", str(data), "--judge", str(tiny_dir), "--backend", "transformers",
+            "--prompt-style", "compact", "--max-new-tokens", "4", "--save-scores", str(saved), "--json"]
+    assert main(argv) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["items"] == 2 and figures["num_missing_scores"] == 3
+    assert [json.loads(line) for line in saved.read_text().splitlines()] == [
+        {"id": "deception_1", "step_scores": [None, None]}, {"id": "confidence_2", "step_scores": [None]}]
+    # The saved scores give the same figures without the model.
+    assert main(["eval", "prmbench", "--data", str(data), "--scores", str(saved), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == figures
