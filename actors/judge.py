@@ -55,6 +55,13 @@ class ProcessJudge:
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self.metrics = RoleMetrics("judge", replica=self.replica_id)
 
+    def __del__(self) -> None:
+        # Serve calls this when it stops a replica: closing the engine stops vLLM's engine-core
+        # child process with it, so a stopped application leaves no process behind.
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
+
     # ---- weights ------------------------------------------------------------------------------
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

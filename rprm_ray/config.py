@@ -484,6 +484,14 @@ def yaml_error_line(exc: yaml.YAMLError) -> str:
     return f"not valid YAML{where}: {problem}"
 
 
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...], source: str) -> dict[str, Any]:
+    """`data` (a recipe mapping, changed in place) with `dotted.key=value` overrides applied."""
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(data, key, value, source)
+    return data
+
+
 def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
     try:
         return Recipe.model_validate(data)
@@ -505,10 +513,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError(f"{source}: {yaml_error_line(exc)}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe must be a mapping of sections, got {type(data).__name__}")
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(data, key, value, source)
-    recipe = recipe_from_dict(data, source)
+    recipe = recipe_from_dict(apply_overrides(data, overrides, source), source)
     for field in ("processbench_files", "math_files"):
         for i, f in enumerate(getattr(recipe.evaluation, field)):
             if not Path(f).is_file():

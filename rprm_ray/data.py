@@ -310,38 +310,71 @@ class PRMBenchItem:
     error_steps: list[int]  # 1-based, as in the file
 
 
+@dataclass(frozen=True)
+class PRMBenchData:
+    """PRMBench items as PRMBench's own evaluator sees them, and what it set aside to get there."""
+
+    items: list[PRMBenchItem]
+    # (item id, 1-based index) of error steps past the item's last step: PRMBench's evaluator never
+    # reaches them (it walks the steps), so they are dropped here.
+    ignored_error_steps: list[tuple[str, int]]
+    # (source, row) of rows whose "<classification>_<idx>" id came earlier: PRMBench keeps the first.
+    repeated_ids: list[tuple[str, int]]
+
+
 def load_prmbench(source: str | Path) -> list[PRMBenchItem]:
-    """PRMBench (PRMBench_Preview JSONL: idx, classification, modified_question, modified_process,
-    error_steps). The unmodified "correct" copies only feed PRMBench's similarity metric and are
-    not built."""
-    rows, unreadable = _rows_or_plain(source)
-    items = []
-    for i, row in enumerate(rows):
-        steps = _str_list(source, i, row, "modified_process")
-        error_steps = _field(source, i, row, "error_steps", list)
-        for j, step in enumerate(error_steps):
-            if not isinstance(step, int) or isinstance(step, bool) or not 1 <= step <= len(steps):
-                raise DataError(
-                    f"{_where(source, i, row)}: field 'error_steps'[{j}] is {step!r}; expected a 1-based step "
-                    f"index in 1..{len(steps)}"
-                )
-        classification = _field(source, i, row, "classification", str)
-        idx = _field(source, i, row, "idx", (str, int))
-        items.append(
-            PRMBenchItem(
-                id=f"{classification}_{idx}",
-                classification=classification,
-                question=_field(source, i, row, "modified_question", str),
-                steps=steps,
-                error_steps=list(error_steps),
-            )
-        )
-    if unreadable is not None:
-        raise unreadable
-    if not items:
-        raise DataError(f"{source}: no rows")
-    _check_unique(source, [item.id for item in items])
-    return items
+    """PRMBench items of one file (see read_prmbench)."""
+    return read_prmbench([source]).items
+
+
+def read_prmbench(sources: list[str | Path]) -> PRMBenchData:
+    """PRMBench (PRMBench_Preview / prmtest_classified JSONL: idx, classification,
+    modified_question, modified_process, error_steps) from files or directories of .jsonl files,
+    read as PRMBench's evaluator reads them: an error step past an item's last step is ignored, and
+    of rows sharing an id (across all sources) the first is kept; both are counted. The unmodified
+    "correct" copies only feed PRMBench's similarity metric and are not built."""
+    items: list[PRMBenchItem] = []
+    ignored: list[tuple[str, int]] = []
+    repeated: list[tuple[str, int]] = []
+    seen: set[str] = set()
+    files: list[str | Path] = []
+    for source in sources:
+        if isinstance(source, Path) and source.is_dir() or isinstance(source, str) and Path(source).is_dir():
+            found = sorted(Path(source).glob("*.jsonl"))
+            if not found:
+                raise DataError(f"{source}: directory has no .jsonl files")
+            files += found
+        else:
+            files.append(source)
+    for source in files:
+        rows, unreadable = _rows_or_plain(source)
+        for i, row in enumerate(rows):
+            steps = _str_list(source, i, row, "modified_process")
+            error_steps = _field(source, i, row, "error_steps", list)
+            classification = _field(source, i, row, "classification", str)
+            idx = _field(source, i, row, "idx", (str, int))
+            ident = f"{classification}_{idx}"
+            kept, past_end = [], []
+            for j, step in enumerate(error_steps):
+                if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+                    raise DataError(
+                        f"{_where(source, i, row)}: field 'error_steps'[{j}] is {step!r}; expected a 1-based step "
+                        f"index in 1..{len(steps)}"
+                    )
+                (past_end if step > len(steps) else kept).append(step)
+            question = _field(source, i, row, "modified_question", str)
+            if ident in seen:
+                repeated.append((str(source), i))
+                continue
+            seen.add(ident)
+            ignored += [(ident, step) for step in past_end]
+            items.append(PRMBenchItem(id=ident, classification=classification, question=question,
+                                      steps=steps, error_steps=kept))
+        if unreadable is not None:
+            raise unreadable
+        if not rows:
+            raise DataError(f"{source}: no rows")
+    return PRMBenchData(items, ignored, repeated)
 
 
 # --------------------------------------------------------------------------------------------

@@ -142,18 +142,14 @@ def bootstrap_policy(
 
 
 def run(args: argparse.Namespace) -> int:
-    from rprm_ray.config import RecipeError, load_recipe
+    from rprm_ray.config import load_recipe
 
-    try:
-        recipe = load_recipe(args.recipe, args.overrides)
-    except RecipeError as exc:
-        print(f"rprm-ray bootstrap: {exc}", file=sys.stderr)
-        return 2
+    recipe = load_recipe(args.recipe, args.overrides)  # RecipeError: reported by cli.main
     try:
         result = bootstrap_policy(recipe, args.out, args.eval_backend, args.force, not args.no_progress)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"rprm-ray bootstrap: {exc}", file=sys.stderr)
-        return 1
+        print(f"rprm-ray bootstrap: error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(result))
         return 0

@@ -1,7 +1,7 @@
-"""`rprm-ray eval processbench | bon | math`: score judge / policy outputs against benchmark files;
+"""`rprm-ray eval processbench | prmbench | bon | math`: score judge / policy outputs against benchmark files;
 figures are percentages.
 
-processbench and bon take their step scores from a SCORES.jsonl file (no model needed) or from a
+processbench, prmbench and bon take their step scores from a SCORES.jsonl file (no model needed) or from a
 judge model (`--judge MODEL_OR_RUN`, judged here on one engine); both feed the same scorer, so equal
 scores print equal tables. `--save-scores` writes judged scores in the SCORES.jsonl format."""
 
@@ -37,6 +37,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pb.add_argument("--scores", type=Path, metavar="SCORES.jsonl", help='lines {"id": ..., "step_scores": [p, ...]}')
     pb.add_argument("--threshold", type=float, default=0.5, help="a step scoring below this is an error (default 0.5)")
     _add_judge_and_json(pb)
+
+    prm = sub.add_parser(
+        "prmbench",
+        help="PRMBench PRMScore from per-step scores",
+        description="PRMBench PRMScore per category, group and overall, as PRMBench's own evaluator "
+        "scores its published files (error steps past an item's last step are ignored and, of "
+        "repeated ids, the first row is kept; both are counted in the output).",
+    )
+    prm.add_argument(
+        "--data", required=True, action="append", type=Path, metavar="FILE",
+        help="PRMBench JSONL, or a directory of them (its prmtest_classified data); repeatable",
+    )
+    prm.add_argument("--scores", type=Path, metavar="SCORES.jsonl",
+                     help='lines {"id": "<classification>_<idx>", "step_scores": [p, ...]}')
+    prm.add_argument("--threshold", type=float, default=0.5, help="a step scoring below this is an error (default 0.5)")
+    _add_judge_and_json(prm)
 
     bon = sub.add_parser(
         "bon",
@@ -121,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
             figures, table = _processbench(args)
         elif args.benchmark == "bon":
             figures, table = _bon(args)
+        elif args.benchmark == "prmbench":
+            figures, table = _prmbench(args)
         else:
             figures, table = _math(args)
     except DataError as exc:
@@ -247,6 +265,48 @@ def processbench_report(
         lines.append(_row(r.subset, f"{r.error_acc:.1f}", f"{r.correct_acc:.1f}", f"{r.f1:.1f}", r.num_error, r.num_correct, r.num_missing_scores))
     if len(result.subsets) > 1:
         lines.append(_row("mean", f"{result.error_acc:.1f}", f"{result.correct_acc:.1f}", f"{result.f1:.1f}", "", "", ""))
+    return figures, "\n".join(lines)
+
+
+def _prmbench(args: argparse.Namespace) -> tuple[dict, str]:
+    from rprm_ray.data import read_prmbench
+
+    check_score_source(args)
+    data = read_prmbench(args.data)
+    if args.scores is not None:
+        scores, where = _read_scores(args.scores, nested=False), str(args.scores)
+    else:
+        from rprm_ray.evaluation import judged
+        from rprm_ray.evaluation.prmbench import labeled_steps_table
+
+        step_scores = judged.score_with_judge(args.judge, _judge_options(args), labeled_steps_table(data.items))
+        scores, where = judged.processbench_scores(step_scores), f"--judge {args.judge}"
+        if args.save_scores is not None:
+            _save_scores(args.save_scores, [item.id for item in data.items], scores)
+    return prmbench_report(data, scores, args.threshold, where)
+
+
+def prmbench_report(data: Any, scores: dict[str, Any], threshold: float, where: str) -> tuple[dict, str]:
+    """(JSON figures, table) of PRMBench's PRMScores; `data` is a read_prmbench result."""
+    from rprm_ray.evaluation.prmbench import GROUPS, evaluate_prmbench
+
+    result = evaluate_prmbench(data.items, scores, threshold, where=where)
+    figures = result.as_dict()
+    figures.update(threshold=threshold, items=len(data.items),
+                   ignored_error_steps=len(data.ignored_error_steps), repeated_ids=len(data.repeated_ids))
+    lines = [f"PRMBench (threshold {threshold:g}): {len(data.items)} items", _row("category", "PRMScore")]
+    for group, members in GROUPS.items():
+        for name in members:
+            if name in result.categories:
+                lines.append(_row(name, f"{result.categories[name]:.1f}"))
+        if group in result.groups:
+            lines.append(_row(group, f"{result.groups[group]:.1f}"))
+    for name, value in result.categories.items():
+        if not any(name in members for members in GROUPS.values()):
+            lines.append(_row(name, f"{value:.1f}"))
+    lines.append(_row("Overall", f"{result.overall:.1f}"))
+    lines.append(f"ignored error steps past the last step: {len(data.ignored_error_steps)}; "
+                 f"repeated ids (first kept): {len(data.repeated_ids)}; missing step scores: {result.num_missing_scores}")
     return figures, "\n".join(lines)
 
 

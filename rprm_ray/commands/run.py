@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rprm_ray.config import RecipeError, load_recipe
+    from rprm_ray.config import load_recipe
+    from rprm_ray.loop import RunError
 
     overrides = list(args.overrides)
     if args.resume is not None:
@@ -32,13 +33,8 @@ def run(args: argparse.Namespace) -> int:
         if "run_root" not in given:
             overrides.append(f"run_root={args.resume.parent}")
     if getattr(args, "rerun", None) and args.resume is None:
-        print("error: --rerun STAGE needs --resume RUN_DIR", file=sys.stderr)
-        return 2
-    try:
-        recipe = load_recipe(args.recipe, overrides)
-    except RecipeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise RunError("--rerun STAGE needs --resume RUN_DIR")
+    recipe = load_recipe(args.recipe, overrides)  # RecipeError: rprm-ray run: error: ... (cli.main)
     from rprm_ray.loop import format_plan
 
     print(format_plan(recipe))
@@ -49,19 +45,15 @@ def run(args: argparse.Namespace) -> int:
         for line in notes:
             print(f"length: {line}")
         if errors:
-            for line in errors:
-                print(f"error: {args.recipe}: {line}", file=sys.stderr)
-            return 2
+            raise RunError("; ".join(f"{args.recipe}: {line}" for line in errors))
         print("dry run: recipe valid; nothing started")
         return 0
-    from rprm_ray.hub import ModelResolutionError, resolve_recipe_models
+    from rprm_ray.hub import resolve_recipe_models
 
-    try:  # a missing model ends the run here, before Ray or any actor starts
-        for role, path in resolve_recipe_models(recipe).items():
-            print(f"model: {role} = {path}")
-    except ModelResolutionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # A missing model ends the run here, before Ray or any actor starts (ModelResolutionError:
+    # one line from cli.main).
+    for role, path in resolve_recipe_models(recipe).items():
+        print(f"model: {role} = {path}")
     return execute(recipe, args.resume, getattr(args, "rerun", None))
 
 
@@ -72,13 +64,9 @@ def execute(recipe, resume_dir: Path | None, rerun: str | None = None) -> int:
     from rprm_ray.report import summary_text, write_report
     from rprm_ray.roles import Roles, init_ray
 
-    try:
-        run = Run.open(recipe, resume_dir)
-        if rerun:
-            print(f"rerun: forgot {', '.join(run.manifest.forget(rerun))}")
-    except (RunError, ManifestError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    run = Run.open(recipe, resume_dir)  # RunError / ManifestError: reported by cli.main
+    if rerun:
+        print(f"rerun: forgot {', '.join(run.manifest.forget(rerun))}")
     init_ray(recipe)
     run.roles = Roles(recipe)
     from rprm_ray.deepspeed_setup import NonFiniteLossError
@@ -88,7 +76,7 @@ def execute(recipe, resume_dir: Path | None, rerun: str | None = None) -> int:
     except (RunError, ManifestError, NonFiniteLossError) as exc:
         # One line naming the stage; finished stages are kept. A trainer actor's error arrives as
         # Ray's RayTaskError (a subclass of the original): its `cause` is the message to show.
-        print(f"error: {getattr(exc, 'cause', None) or exc}", file=sys.stderr)
+        print(f"rprm-ray run: error: {getattr(exc, 'cause', None) or exc}", file=sys.stderr)
         return 1
     finally:
         run.roles.shutdown()

@@ -7,7 +7,6 @@ rprm_ray.search.base.RESULTS_SCHEMA) and accuracy is printed."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,26 +40,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--policy-model",
-        type=Path,
         default=None,
-        metavar="DIR",
-        help="policy weights (default: models.policy; required when that is 'tiny': pass the "
-        "bootstrapped policy directory)",
+        metavar="MODEL_OR_RUN",
+        help="policy weights: a model directory, a run directory (its latest policy) or a hub name "
+        "(default: models.policy; required when that is 'tiny')",
     )
     parser.add_argument(
         "--judge-model",
-        type=Path,
         default=None,
-        metavar="DIR",
-        help="judge weights (default: models.judge; the policy itself for self_judged or when "
-        "models.judge is null)",
+        metavar="MODEL_OR_RUN",
+        help="judge weights: a model directory, a run directory (its latest judge) or a hub name "
+        "(default: models.judge; the policy itself for self_judged or when models.judge is null)",
     )
     parser.add_argument(
         "--problems",
-        type=Path,
         default=None,
-        metavar="FILE.parquet",
-        help="a `problems` Parquet table to solve (default: the task's eval split)",
+        metavar="FILE",
+        help="problems to solve: a `problems` Parquet table, or a math benchmark file or hub dataset "
+        "as `eval math --data` reads (GSM8K, MATH-500, AIME24, AMC23); default: the task's eval split",
     )
     parser.add_argument(
         "--limit", type=int, default=None, metavar="N", help="solve only the first N problems"
@@ -68,21 +65,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rprm_ray.batches import BatchError, from_parquet
-    from rprm_ray.config import RecipeError, load_recipe
-    from rprm_ray.tasks import TaskError, make_task
+    # RecipeError / TaskError / BatchError / DataError: `rprm-ray search: error: ...` (cli.main)
+    from rprm_ray.config import load_recipe
+    from rprm_ray.tasks import make_task
 
     overrides = list(args.overrides)
     if args.strategy:
         overrides.append(f"search.strategy={args.strategy}")
-    try:
-        recipe = load_recipe(args.recipe, overrides)
-        task = make_task(recipe)
-        problems = from_parquet(args.problems, "problems") if args.problems else task.problems("eval")
-        policy_dir, judge_dir = model_dirs(recipe, args.policy_model, args.judge_model)
-    except (RecipeError, TaskError, BatchError, ValueError, FileNotFoundError) as exc:
-        print(f"rprm-ray search: {exc}", file=sys.stderr)
-        return 2
+    recipe = load_recipe(args.recipe, overrides)
+    task = make_task(recipe)
+    problems = load_problems(args.problems) if args.problems else task.problems("eval")
+    policy_dir, judge_dir = model_dirs(recipe, args.policy_model, args.judge_model)
     if args.limit:
         problems = problems.slice(0, args.limit)
     strategy = recipe.search.strategy
@@ -108,18 +101,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def model_dirs(recipe: Recipe, policy: Path | None, judge: Path | None) -> tuple[str, str]:
-    """(policy, judge) weights. A tiny model must be given as a directory: an untrained one writes
-    noise. self_judged and models.judge null mean the policy judges itself (PSRLM)."""
+def load_problems(source: str) -> pa.Table:
+    """A `problems` table from Parquet, or from a math benchmark file / hub dataset."""
+    if source.endswith(".parquet"):
+        from rprm_ray.batches import from_parquet
 
-    def pick(given: Path | None, spec: Any, role: str, flag: str) -> str:
+        return from_parquet(source, "problems")
+    from rprm_ray.data import load_math_problems
+
+    return load_math_problems(source)
+
+
+def model_dirs(recipe: Recipe, policy: str | Path | None, judge: str | Path | None) -> tuple[str, str]:
+    """(policy, judge) weights, each given as a model directory, a run directory or a hub name
+    (rprm_ray.model_source). A tiny model must be given: an untrained one writes noise.
+    self_judged and models.judge null mean the policy judges itself (PSRLM)."""
+    from rprm_ray.data import DataError
+    from rprm_ray.model_source import resolve_model
+
+    def pick(given: str | Path | None, spec: Any, role: Any, flag: str) -> str:
         if given is not None:
-            if not (given / "config.json").is_file():
-                raise FileNotFoundError(f"{flag} {given}: not a model directory (no config.json)")
-            return str(given.resolve())
+            return resolve_model(str(given), role, flag).model_dir
         if spec.is_tiny:
-            raise ValueError(
-                f"models.{role} is 'tiny': pass {flag} DIR with the bootstrapped {role} "
+            raise DataError(
+                f"models.{role} is 'tiny': pass {flag} MODEL_OR_RUN with the bootstrapped {role} "
                 "(an untrained tiny model writes noise)"
             )
         from rprm_ray.hub import resolve_model
@@ -129,7 +134,7 @@ def model_dirs(recipe: Recipe, policy: Path | None, judge: Path | None) -> tuple
 
     policy_dir = pick(policy, recipe.models.policy, "policy", "--policy-model")
     if recipe.search.strategy == "self_judged" or recipe.models.judge is None:
-        return policy_dir, str(judge.resolve()) if judge else policy_dir
+        return policy_dir, pick(judge, None, "judge", "--judge-model") if judge else policy_dir
     return policy_dir, pick(judge, recipe.models.judge, "judge", "--judge-model")
 
 

@@ -495,3 +495,29 @@ def run_logs(args: argparse.Namespace) -> int:
         return 130
     print(f"job {args.job_id}: {status}")
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# stop
+
+
+def add_stop_arguments(p: argparse.ArgumentParser) -> None:
+    _add_job_arguments(p)
+    p.add_argument("--no-wait", action="store_true", help="return once the stop is requested")
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    """Ask the cluster to stop the job (Ray sends its entrypoint SIGTERM, then SIGKILL) and wait
+    until it reports a terminal status."""
+    address = resolve_address(args.address)
+    client = connect(address)
+    status = _sdk_call(address, f"looking up job {args.job_id}", client.get_job_status, args.job_id)
+    if status.is_terminal():
+        print(f"job {args.job_id}: already {status}")
+        return 0
+    _sdk_call(address, f"stopping job {args.job_id}", client.stop_job, args.job_id)
+    print(f"job {args.job_id}: stop requested", flush=True)
+    if args.no_wait:
+        return 0
+    print(f"job {args.job_id}: {wait_for_terminal(client, args.job_id)}")
+    return 0

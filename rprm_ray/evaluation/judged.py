@@ -52,85 +52,27 @@ class JudgeSource:
 
 def resolve_judge(model_or_run: str) -> JudgeSource:
     """A model directory (has config.json), a run directory (has manifest.json: its final judge),
-    or a hub name ("org/model", fetched into the local hub cache)."""
-    path = Path(model_or_run)
-    if path.is_dir():
-        if (path / "config.json").is_file():
-            return _bare_model(str(path.resolve()), origin="model")
-        if (path / "manifest.json").is_file():
-            return _from_run(path)
-        raise DataError(
-            f"--judge {model_or_run}: neither a model directory (no config.json) nor a run directory "
-            "(no manifest.json)"
-        )
-    if path.exists():
-        raise DataError(f"--judge {model_or_run}: not a directory")
-    if _looks_like_hub_name(model_or_run):
-        return _bare_model(_fetch_from_hub(model_or_run), origin=f"hub {model_or_run}")
-    raise DataError(f"--judge {model_or_run}: no such model or run directory")
+    or a hub name ("org/model", fetched into the local hub cache); see rprm_ray.model_source."""
+    from rprm_ray.model_source import resolve_model
+
+    source = resolve_model(model_or_run, "judge", "--judge")
+    if source.recipe is None:
+        return _bare_model(source.model_dir, origin=source.origin)
+    recipe = source.recipe
+    spec = recipe.models.judge or recipe.models.policy
+    return JudgeSource(
+        model_dir=source.model_dir,
+        prompt_style=recipe.models.prompt_style,
+        judge_cfg=recipe.judge,
+        engine_overrides={"dtype": spec.dtype, "trust_remote_code": spec.trust_remote_code},
+        origin=source.origin,
+    )
 
 
 def _bare_model(model_dir: str, origin: str) -> JudgeSource:
     # No recipe says how long prompts may be: allow the model's own context.
     cfg = JudgeConfig(max_model_len_tokens=default_max_model_len(model_dir))
     return JudgeSource(model_dir=model_dir, prompt_style=None, judge_cfg=cfg, origin=origin)
-
-
-def _looks_like_hub_name(text: str) -> bool:
-    return text.count("/") == 1 and not text.startswith((".", "/", "~")) and not text.endswith("/")
-
-
-def _fetch_from_hub(name: str) -> str:
-    from rprm_ray.hub import ModelResolutionError, resolve_model
-
-    try:
-        return str(resolve_model(name, where="--judge"))
-    except ModelResolutionError as exc:  # offline, unknown repo, gated repo: all end the same way
-        raise DataError(f"no such directory, and {exc}") from None
-
-
-def _from_run(run_dir: Path) -> JudgeSource:
-    from rprm_ray.config import RecipeError, recipe_from_dict
-    from rprm_ray.manifest import Manifest, ManifestError
-
-    try:
-        manifest = Manifest.load(run_dir)
-        recipe = recipe_from_dict(manifest.data.get("recipe") or {}, source=str(manifest.path))
-    except (ManifestError, RecipeError) as exc:
-        raise DataError(f"--judge {run_dir}: {exc}") from None
-    model_dir = run_judge_dir(manifest.state, recipe.run_dir, run_dir, recipe.models.judge is None)
-    spec = recipe.models.judge or recipe.models.policy
-    return JudgeSource(
-        model_dir=str(model_dir.resolve()),
-        prompt_style=recipe.models.prompt_style,
-        judge_cfg=recipe.judge,
-        engine_overrides={"dtype": spec.dtype, "trust_remote_code": spec.trust_remote_code},
-        origin=f"run {run_dir}",
-    )
-
-
-def run_judge_dir(state: dict[str, Any], recorded_run_dir: Path, run_dir: Path, self_judged: bool) -> Path:
-    """The run's final judge weights: manifest state `judge_dir` (or, when the policy judges itself,
-    `policy_dir`). Stages record paths as the run saw them (`runs/<name>/...`, relative to where it
-    started); the copy under the directory given here wins, so a run evaluates from anywhere."""
-    key = "policy_dir" if self_judged and "judge_dir" not in state else "judge_dir"
-    stored = state.get(key)
-    if not stored:
-        raise DataError(
-            f"--judge {run_dir}: the run has no {'policy' if key == 'policy_dir' else 'trained judge'} yet "
-            f"(manifest.json state has no {key!r}; finish the run's judge stages first)"
-        )
-    tried = []
-    with contextlib.suppress(ValueError):
-        tried.append(run_dir / Path(stored).relative_to(recorded_run_dir))
-    tried.append(Path(stored))
-    for candidate in tried:
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise DataError(
-        f"--judge {run_dir}: the run's {key} {stored} is not a model directory "
-        f"(looked for config.json in {', '.join(str(p) for p in dict.fromkeys(tried))})"
-    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -239,3 +239,24 @@ def test_submit_follows_a_failing_job_and_exits_nonzero(ray_head, tmp_path, caps
     assert submit.run_submit(args) == 2
     err = capsys.readouterr().err.strip()
     assert "submitting the job at" in err and "rprm-fails-on-purpose" in err and "\n" not in err
+
+
+def test_stop_ends_a_running_job(ray_head, tmp_path, capsys):
+    wd, env_file = _workdir(tmp_path)
+    args = _submit_args(str(wd / "recipes" / "job.yaml"), "--runtime-env", str(env_file),
+                        "--address", ray_head, "--no-wait", "--submission-id", "rprm-stopped-on-purpose",
+                        "--entrypoint", "python -c \"import time; print('waiting', flush=True); time.sleep(600)\"")
+    assert submit.run_submit(args) == 0
+    capsys.readouterr()
+    stop = argparse.Namespace(job_id="rprm-stopped-on-purpose", address=ray_head, no_wait=False)
+    started = time.monotonic()
+    assert submit.run_stop(stop) == 0
+    out = capsys.readouterr().out
+    assert "rprm-stopped-on-purpose: stop requested" in out
+    assert out.rstrip().endswith("job rprm-stopped-on-purpose: STOPPED")
+    assert time.monotonic() - started < 120  # the 600 s sleep did not run out
+    # Stopping it again says so; an unknown id is an error in one line.
+    assert submit.run_stop(stop) == 0
+    assert "already STOPPED" in capsys.readouterr().out
+    with pytest.raises(submit.SubmitError, match="rprm-no-such-job"):
+        submit.run_stop(argparse.Namespace(job_id="rprm-no-such-job", address=ray_head, no_wait=True))
