@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rprm_ray import batches
+from rprm_ray import batches, waits
 from rprm_ray.config import Recipe, dump_recipe
 from rprm_ray.manifest import Manifest, ManifestError, recipe_differences, recipe_fingerprint
 
@@ -109,7 +109,8 @@ class Run:
             return self.manifest.stage(key)["metrics"]
         self.say(f"[run ] {key}")
         t0 = time.perf_counter()
-        result = fn()
+        with waits.in_stage(key):  # a stuck role's message names the stage
+            result = fn()
         outputs = {}
         for name, (table, kind) in result.tables.items():
             path = batches.to_parquet(table, self.dir / key / f"{name}.parquet", kind)
