@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import ray
 from ray import serve
 from ray.exceptions import RayTaskError
 
@@ -95,6 +96,7 @@ class ProcessJudge:
             "totals": dict(self.metrics.totals),
             "replica_id": self.replica_id,
             "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
             "model_dir": self.engine.model_dir,
             "checksum": self.checksum,
         }

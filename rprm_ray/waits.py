@@ -90,7 +90,9 @@ def gather(
     role: str,
     is_death: Callable[[BaseException], bool] = is_replica_death,
     on_death: Callable[[int, BaseException], None] | None = None,
+    backoff_s: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[R]:
     """Send every part at once, then collect the results in part order.
 
@@ -98,7 +100,8 @@ def gather(
     raises `WaitExpired`. The time-out bounds the gap between two collected results (queued parts
     start as earlier ones finish), so a large table on few replicas does not expire while each
     part is answered in time. A part whose replica died (`is_death`) is passed to `on_death`
-    (e.g. to replace the actor) and sent again, at most `retries` times; `describe(i)` gives
+    (e.g. to replace the actor) and sent again, at most `retries` times, after `backoff_s` x the
+    attempt (time for the cluster to notice the death and route around it); `describe(i)` gives
     (replica, what the part asked) for messages.
     """
     handles = [send(i) for i in range(num_parts)]
@@ -127,6 +130,7 @@ def gather(
                 attempt += 1
                 log.warning("%s %s died while %s (stage %s); sending it again (retry %d of %d): %s",
                             role, replica, doing, current_stage(), attempt, retries, first_line(exc))
+                sleep(backoff_s * attempt)
                 if on_death is not None:
                     on_death(i, exc)
                 handles[i] = send(i)

@@ -97,9 +97,9 @@ def _replica_actors(app: str) -> list[str]:
 
 def test_two_runs_judges_run_side_by_side_on_their_own_weights(runs, steps: pa.Table,
                                                                tiny_model_dir: Path, second_model_dir: Path) -> None:
-    from rprm_ray.training import checksum_model_dir
-
     from ray import serve
+
+    from rprm_ray.training import checksum_model_dir
 
     a, b = runs["judge_a"], runs["judge_b"]
     assert (a.name, b.name) == ("fault-a.judge", "fault-b.judge")

@@ -45,10 +45,13 @@ def test_a_dead_part_is_sent_again_and_every_part_comes_back_once() -> None:
             raise Died(f"replica of part {h} died")
         return f"part{h}"
 
+    pauses: list[float] = []
     got = waits.gather(3, send, wait, timeout_s=5, retries=2, describe=describe, role="Gen",
-                       is_death=lambda e: isinstance(e, Died), on_death=lambda i, e: deaths.append(i))
+                       is_death=lambda e: isinstance(e, Died), on_death=lambda i, e: deaths.append(i),
+                       backoff_s=2.0, sleep=pauses.append)
     assert got == ["part0", "part1", "part2"]
     assert sent == [0, 1, 2, 1, 1] and deaths == [1, 1]
+    assert pauses == [2.0, 4.0]  # backs off longer each time
 
 
 def test_retries_are_bounded_and_the_message_names_the_replica_and_stage() -> None:
@@ -57,7 +60,7 @@ def test_retries_are_bounded_and_the_message_names_the_replica_and_stage() -> No
 
     with waits.in_stage("iter_1/search"), pytest.raises(RuntimeError) as info:
         waits.gather(2, lambda i: i, wait, timeout_s=5, retries=1, describe=describe, role="Gen",
-                     is_death=lambda e: isinstance(e, Died))
+                     is_death=lambda e: isinstance(e, Died), sleep=lambda s: None)
     msg = str(info.value)
     assert "\n" not in msg
     assert msg == ("Gen gen-0: died 2 times while expand of rows 0 (stage iter_1/search); giving up "
