@@ -9,14 +9,20 @@ Methods take and return Arrow tables (rprm_ray.batches), validated where they en
   checksum is compared with the trainer's; a mismatch or a timeout names the replica and leaves
   it refusing work until a good update (its weights are not the ones the run believes).
 
-Actor names carry the role ("policy-generator-0"), so a dead or failing actor says which role it
-was. Samples are seeded per prompt (see rprm_ray.engines.base.prompt_seed), so results do not
-depend on how a pool splits a table.
+Actor names carry the role ("policy-generator-0"; a run's roles prefix the run's name), so a dead
+or failing actor says which role it was. Samples are seeded per prompt (see
+rprm_ray.engines.base.prompt_seed), so results do not depend on how a pool splits a table, and a
+chunk sent again after its actor died gives the same rows.
+
+Every pool wait is bounded (`generator.start_timeout_s`, `call_timeout_s`; rprm_ray.waits). A dead
+actor is replaced by the pool, not restarted by Ray: Ray would rebuild it from its constructor's
+arguments, i.e. with the weights it started with, not the ones the pool loaded since.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +30,7 @@ import pyarrow as pa
 import ray
 
 from actors.metrics import RoleMetrics
-from rprm_ray import batches
+from rprm_ray import batches, waits
 from rprm_ray.config import GeneratorConfig, SamplingConfig
 from rprm_ray.engines.base import check_model_dir
 
@@ -219,22 +225,53 @@ class GeneratorPool:
         engine_overrides: dict[str, Any] | None = None,
     ):
         """Start `gen_cfg.replicas` actors named `<role>-<i>` and wait until each holds its
-        engine (a start-up error is raised here, naming the replica)."""
+        engine (a start-up error or time-out is raised here, naming the replica)."""
         self.names = [f"{role}-{i}" for i in range(gen_cfg.replicas)]
+        self.cfg = gen_cfg
         self.update_timeout_s = gen_cfg.update_weights_timeout_s
-        self.actors = [
-            PolicyGenerator.options(
-                name=name,
-                num_cpus=gen_cfg.num_cpus_per_replica,
-                num_gpus=gen_cfg.num_gpus_per_replica,
-            ).remote(str(model_dir), gen_cfg, style_name, name, engine_overrides)
-            for name in self.names
-        ]
+        self.style_name = style_name
+        self.engine_overrides = engine_overrides
+        self.model_dir = str(model_dir)  # the weights every replica holds (a replacement loads them)
+        self.replacements = 0
+        self.actors = [self._start(name) for name in self.names]
         try:
-            ray.get([a.ready.remote() for a in self.actors])
+            self._wait_ready(self.actors, self.names)
         except Exception:
             self.shutdown()
             raise
+
+    def _start(self, name: str) -> Any:
+        return PolicyGenerator.options(
+            name=name,
+            num_cpus=self.cfg.num_cpus_per_replica,
+            num_gpus=self.cfg.num_gpus_per_replica,
+        ).remote(self.model_dir, self.cfg, self.style_name, name, self.engine_overrides)
+
+    def _wait_ready(self, actors: list[Any], names: list[str]) -> None:
+        waits.wait_each([a.ready.remote() for a in actors], waits.ray_wait, timeout_s=self.cfg.start_timeout_s,
+                        role=ROLE, names=names, doing=f"starting its engine on {self.model_dir}",
+                        done=waits.ray_done)
+
+    def _replace(self, index: int) -> None:
+        """A fresh actor in slot `index` (same name) holding the pool's current weights."""
+        name = self.names[index]
+        try:
+            ray.kill(self.actors[index], no_restart=True)
+        except Exception:  # already gone
+            pass
+        # The dead actor's name is released asynchronously; retry until it is free.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                actor = self._start(name)
+                break
+            except ValueError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        self._wait_ready([actor], [name])
+        self.actors[index] = actor
+        self.replacements += 1
 
     def generate(self, problems: pa.Table, n: int = 1, sampling: SamplingConfig | None = None) -> pa.Table:
         return self._scatter("generate", problems, "problems", "solutions", n, sampling)
@@ -246,13 +283,22 @@ class GeneratorPool:
 
     def _scatter(self, method: str, table: pa.Table, kind_in: str, kind_out: str, *args: Any) -> pa.Table:
         table = batches.validate(table, kind_in, where=f"GeneratorPool.{method}")
-        refs = [
-            getattr(actor, method).remote(table.slice(start, length), *args)
-            for actor, (start, length) in zip(
-                self.actors, chunks(table.num_rows, len(self.actors)), strict=False
-            )
-        ]
-        return batches.concat(ray.get(refs), kind_out)
+        parts = chunks(table.num_rows, len(self.actors))
+
+        def send(i: int) -> Any:
+            start, length = parts[i]
+            return getattr(self.actors[i], method).remote(table.slice(start, length), *args)
+
+        def describe(i: int) -> tuple[str, str]:
+            start, length = parts[i]
+            return self.names[i], f"{method} of {kind_in} rows {start}..{start + length - 1}"
+
+        results = waits.gather(
+            len(parts), send, waits.ray_wait, timeout_s=self.cfg.call_timeout_s,
+            retries=self.cfg.call_retries, describe=describe, role=ROLE,
+            on_death=lambda i, _exc: self._replace(i),
+        )
+        return batches.concat(results, kind_out)
 
     def update_weights(self, model_dir: str | Path, expected_checksum: str | None = None) -> list[str]:
         """Update every replica; returns their checksums (all equal to `expected_checksum` when
@@ -262,14 +308,16 @@ class GeneratorPool:
             for a in self.actors
         ]
         # The replicas enforce the timeout themselves; this is the backstop for a dead one.
-        _, pending = ray.wait(refs, num_returns=len(refs), timeout=self.update_timeout_s + 60)
-        if pending:
-            late = [n for n, r in zip(self.names, refs, strict=True) if r in pending]
-            raise TimeoutError(f"GeneratorPool.update_weights: no answer from {', '.join(late)}")
-        return ray.get(refs)
+        checksums = waits.wait_each(refs, waits.ray_wait, timeout_s=self.update_timeout_s + 60, role=ROLE,
+                                    names=self.names, doing=f"loading weights from {model_dir}",
+                                    done=waits.ray_done)
+        self.model_dir = str(model_dir)
+        return checksums
 
     def weights_checksums(self) -> list[str]:
-        return ray.get([a.weights_checksum.remote() for a in self.actors])
+        return waits.wait_each([a.weights_checksum.remote() for a in self.actors], waits.ray_wait,
+                               timeout_s=self.cfg.call_timeout_s, role=ROLE, names=self.names,
+                               doing="computing its weights checksum", done=waits.ray_done)
 
     def shutdown(self) -> None:
         for actor in self.actors:

@@ -16,6 +16,12 @@ Driver side: `deploy_judge(...)` starts Serve bound to 127.0.0.1 (unless the rec
 and returns a `JudgeClient`, which splits large tables into requests of
 `judge.max_batch_rows_per_request` rows, sends them concurrently (so the autoscaler sees the
 load) and puts the results back together in row order.
+
+Bounded waits (rprm_ray.waits): a replica gives up on an engine call after the request's time-out
+(`judge.request_timeout_s`) with one line naming itself, and `check_health` reports it unhealthy
+while that call is stuck, so Serve replaces it. The client bounds start-up, weight updates and
+every request, and sends a request again (`judge.request_retries`) when its replica died; results
+are stored per request, so every row comes back exactly once.
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import ray
 from ray import serve
+from ray.exceptions import RayTaskError
 
 from actors.metrics import RoleMetrics
-from rprm_ray import batches, judging
+from rprm_ray import batches, judging, waits
 from rprm_ray.config import JudgeConfig, Recipe, SamplingConfig
 
 ROLE = "ProcessJudge"
@@ -52,6 +60,7 @@ class ProcessJudge:
         self.engine: Any = None  # built by the first reconfigure, from the user_config's model_dir
         self.checksum: str | None = None
         self._lock = threading.Lock()
+        self._busy: tuple[str, float, float] | None = None  # (what, since, time-out) of the engine call
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self.metrics = RoleMetrics("judge", replica=self.replica_id)
 
@@ -94,19 +103,68 @@ class ProcessJudge:
             "totals": dict(self.metrics.totals),
             "replica_id": self.replica_id,
             "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
             "model_dir": self.engine.model_dir,
             "checksum": self.checksum,
         }
 
+    # ---- health -------------------------------------------------------------------------------
+
+    def check_health(self) -> None:
+        """Serve's periodic probe: unhealthy while an engine call runs past its time-out (a hung
+        engine), so Serve stops routing here and replaces the replica."""
+        busy = self._busy
+        if busy is not None:
+            doing, since, timeout_s = busy
+            if time.monotonic() - since > timeout_s:
+                raise RuntimeError(f"{ROLE} replica {self.replica_id}: engine stuck in {doing} for "
+                                   f"{time.monotonic() - since:.0f} s (time-out {timeout_s:g} s)")
+
+    def _on_engine(self, doing: str, timeout_s: float | None, fn: Any) -> Any:
+        """Run `fn` on the engine, one call at a time, giving up after `timeout_s`: the call runs
+        in a worker thread (it cannot be cancelled) that releases the engine when it returns."""
+        timeout_s = timeout_s or self.cfg.request_timeout_s
+        if not self._lock.acquire(timeout=timeout_s):
+            busy = self._busy
+            held = f"; the engine is still in {busy[0]} since {time.monotonic() - busy[1]:.0f} s" if busy else ""
+            raise waits.StuckError(f"{ROLE} replica {self.replica_id}: {doing} waited {timeout_s:g} s "
+                                   f"for the engine{held}")
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                result["value"] = fn()
+            except BaseException as exc:  # re-raised in the request's thread below
+                result["error"] = exc
+            finally:
+                self._busy = None
+                self._lock.release()
+
+        self._busy = (doing, time.monotonic(), timeout_s)
+        worker = threading.Thread(target=work, name=f"{ROLE}-engine", daemon=True)
+        worker.start()
+        worker.join(timeout_s)
+        if worker.is_alive():
+            self.metrics.count("judge_engine_timeouts")
+            raise waits.StuckError(f"{ROLE} replica {self.replica_id}: engine gave no answer within "
+                                   f"{timeout_s:g} s while {doing}; the replica reports itself unhealthy")
+        if "error" in result:
+            raise result["error"]
+        return result["value"]
+
     # ---- judging ------------------------------------------------------------------------------
 
     def score_steps(
-        self, labeled_steps: pa.Table, k: int | None = None, sampling: SamplingConfig | None = None
+        self, labeled_steps: pa.Table, k: int | None = None, sampling: SamplingConfig | None = None,
+        timeout_s: float | None = None,
     ) -> tuple[pa.Table, pa.Table]:
         """Pointwise R-PRM: K critiques per step (K = judge.critiques_per_step and sampling =
-        judge.sampling unless given)."""
-        with self._lock:
-            critiques, scores = judging.score_steps(
+        judge.sampling unless given); the engine call is given up after `timeout_s`
+        (judge.request_timeout_s unless given)."""
+        critiques, scores = self._on_engine(
+            f"score_steps of {labeled_steps.num_rows} steps",
+            timeout_s,
+            lambda: judging.score_steps(
                 self.engine,
                 self.style,
                 labeled_steps,
@@ -114,20 +172,25 @@ class ProcessJudge:
                 sampling or self.cfg.sampling,
                 self.cfg.score,
                 where=f"{ROLE}.score_steps",
-            )
+            ),
+        )
         counts = judging.critique_counts(critiques)
         self.metrics.rows(labeled_steps.num_rows, critiques.num_rows)
         self.metrics.count("judge_critiques", counts.total)
         self.metrics.count("judge_invalid_critiques", counts.invalid)
         return critiques, scores
 
-    def compare(self, candidates: pa.Table, sampling: SamplingConfig | None = None) -> pa.Table:
+    def compare(
+        self, candidates: pa.Table, sampling: SamplingConfig | None = None, timeout_s: float | None = None
+    ) -> pa.Table:
         """Pairwise PSRLM: every pair of candidates of a prefix, in both orders."""
         where = f"{ROLE}.compare"
         requests = judging.pairwise_requests(candidates, where=where)
         prompts = judging.pairwise_prompts(requests, self.style)
-        with self._lock:
-            completions = self.engine.generate(prompts, n=1, sampling=sampling or self.cfg.sampling)
+        completions = self._on_engine(
+            f"compare of {len(prompts)} pairs", timeout_s,
+            lambda: self.engine.generate(prompts, n=1, sampling=sampling or self.cfg.sampling),
+        )
         judgments = judging.pairwise_rows(requests, completions, where=where)
         counts = judging.pairwise_counts(judgments)
         self.metrics.rows(candidates.num_rows, judgments.num_rows)
@@ -156,6 +219,8 @@ def _serve_options(cfg: JudgeConfig) -> dict[str, Any]:
         # One request runs on the engine while one more waits in the replica; the rest wait at the
         # handle, where the autoscaler counts them and a new replica can take them.
         "max_ongoing_requests": max(2, math.ceil(auto.target_ongoing_requests)),
+        "health_check_period_s": cfg.health_check_period_s,
+        "health_check_timeout_s": cfg.health_check_timeout_s,
         "ray_actor_options": {
             "num_cpus": cfg.num_cpus_per_replica,
             "num_gpus": cfg.num_gpus_per_replica,
@@ -182,6 +247,7 @@ class JudgeClient:
         self.checksum: str | None = None
         self._version = f"{ROLE}-{uuid.uuid4().hex[:12]}"
         self.handle: Any = None
+        self.retries = 0  # requests sent again because their replica died
 
     def _bind(self) -> Any:
         # `version` pins the deployment's code version for this client's lifetime, which is what
@@ -195,8 +261,60 @@ class JudgeClient:
         )
         return deployment.bind(self.cfg.model_dump(mode="json"), self.style_name, self.engine_overrides)
 
-    def _run(self) -> None:
-        self.handle = serve.run(self._bind(), name=self.name, route_prefix=None)
+    def _run(self, doing: str = "starting") -> None:
+        """Deploy (or update) the application and wait, at most judge.start_timeout_s, until it runs."""
+        target = serve.RunTarget(target=self._bind(), name=self.name, route_prefix=None)
+        [self.handle] = serve.run_many([target], wait_for_applications_running=False)
+        deadline = time.monotonic() + self.cfg.start_timeout_s
+        while True:
+            app = serve.status().applications.get(self.name)
+            status = getattr(app.status, "value", str(app.status)) if app else "NOT_STARTED"
+            if status == "RUNNING":
+                return
+            message = waits.first_line(Exception(app.message)) if app and app.message else ""
+            if status == "DEPLOY_FAILED":
+                raise RuntimeError(f"{ROLE} app '{self.name}': {doing} failed (stage "
+                                   f"{waits.current_stage()}): {message}")
+            if time.monotonic() > deadline:
+                raise waits.StuckError(waits.stuck_message(
+                    ROLE, f"app '{self.name}'", f"{doing} on {self.model_dir}", self.cfg.start_timeout_s,
+                    detail=f"replicas {self.replica_states() or 'none'}" + (f"; {message}" if message else "")))
+            time.sleep(0.5)
+
+    def _wait(self, response: Any, seconds: float) -> Any:
+        """rprm_ray.waits' `wait` for a Serve response; a replica's own time-out comes back as one
+        line with the app and the stage added."""
+        try:
+            return response.result(timeout_s=seconds)
+        except RayTaskError as exc:
+            if isinstance(exc.cause, waits.StuckError):
+                raise waits.StuckError(f"{exc.cause} (app '{self.name}', stage {waits.current_stage()})") from None
+            raise
+        except TimeoutError:
+            raise waits.WaitExpired from None
+
+    def _gather(self, method: str, parts: list[tuple[pa.Table, tuple[Any, ...]]], unit: str) -> list[Any]:
+        """One request per part, bounded and retried on a dead replica (rprm_ray.waits.gather)."""
+        # The replica bounds its engine call by request_timeout_s and may first wait that long for
+        # its engine (one more request waits in each replica); past both, the replica is stuck.
+        timeout_s = self.cfg.request_timeout_s
+        starts = [0]
+        for table, _ in parts:
+            starts.append(starts[-1] + table.num_rows)
+
+        def send(i: int) -> Any:
+            table, args = parts[i]
+            return getattr(self.handle, method).remote(table, *args, timeout_s=timeout_s)
+
+        def describe(i: int) -> tuple[str, str]:
+            return f"app '{self.name}'", f"{method} of {unit} rows {starts[i]}..{starts[i + 1] - 1}"
+
+        return waits.gather(len(parts), send, self._wait, timeout_s=2 * timeout_s + 30,
+                            retries=self.cfg.request_retries, describe=describe, role=ROLE,
+                            on_death=lambda i, _exc: self._count_retry())
+
+    def _count_retry(self) -> None:
+        self.retries += 1
 
     # ---- judging ------------------------------------------------------------------------------
 
@@ -209,8 +327,7 @@ class JudgeClient:
             return batches.empty("critiques"), batches.empty("step_scores")
         size = self.cfg.max_batch_rows_per_request
         chunks = [steps.slice(i, size) for i in range(0, steps.num_rows, size)]
-        responses = [self.handle.score_steps.remote(chunk, k, sampling) for chunk in chunks]
-        results = [r.result() for r in responses]
+        results = self._gather("score_steps", [(chunk, (k, sampling)) for chunk in chunks], "labeled_steps")
         return (
             batches.concat([c for c, _ in results], "critiques"),
             batches.concat([s for _, s in results], "step_scores"),
@@ -222,17 +339,21 @@ class JudgeClient:
         if table.num_rows == 0:
             return batches.empty("pairwise_judgments")
         chunks = judging.prefix_chunks(table, self.cfg.max_batch_rows_per_request)
-        responses = [self.handle.compare.remote(chunk, sampling) for chunk in chunks]
-        return batches.concat([r.result() for r in responses], "pairwise_judgments")
+        results = self._gather("compare", [(chunk, (sampling,)) for chunk in chunks], "candidates")
+        return batches.concat(results, "pairwise_judgments")
 
     # ---- weights and replicas -----------------------------------------------------------------
 
-    def update_weights(self, model_dir: str | Path, checksum: str | None = None, timeout_s: float = 300.0) -> str:
-        """Push new weights to every replica (in place) and wait until the replicas that answer
-        report them. Returns the checksum the replicas hold."""
+    def update_weights(
+        self, model_dir: str | Path, checksum: str | None = None, timeout_s: float | None = None
+    ) -> str:
+        """Push new weights to every replica (in place) and wait, at most `timeout_s`
+        (judge.start_timeout_s unless given), until the replicas that answer report them. Returns
+        the checksum the replicas hold."""
+        timeout_s = timeout_s or self.cfg.start_timeout_s
         self.model_dir = str(Path(model_dir).resolve())
         self.checksum = checksum
-        self._run()
+        self._run(doing=f"loading weights from {self.model_dir}")
         deadline = time.monotonic() + timeout_s
         while True:
             infos = self.replica_info()
@@ -251,7 +372,9 @@ class JudgeClient:
     def replica_info(self, probes: int = 8) -> dict[str, dict[str, Any]]:
         """`info()` of the replicas that answered `probes` concurrent calls, by replica id."""
         responses = [self.handle.info.remote() for _ in range(probes)]
-        return {i["replica_id"]: i for i in (r.result() for r in responses)}
+        infos = waits.wait_each(responses, self._wait, timeout_s=self.cfg.request_timeout_s, role=ROLE,
+                                names=[f"app '{self.name}'"] * probes, doing="reporting its weights (info)")
+        return {i["replica_id"]: i for i in infos}
 
     def replica_states(self) -> dict[str, int]:
         """Replica counts by state ("RUNNING", "STARTING", ...) from serve.status()."""

@@ -16,7 +16,9 @@ from rprm_ray.config import PairsConfig
 ROLE = "PairBuilder"
 
 
-@ray.remote(num_cpus=0)
+# Its calls are pure functions of their input and the seed: a restarted actor (and a retried call)
+# gives the same pairs.
+@ray.remote(num_cpus=0, max_restarts=3, max_task_retries=3)
 class PairBuilder:
     def __init__(self, pairs_cfg: PairsConfig, style_name: str):
         self.cfg = pairs_cfg

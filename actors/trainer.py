@@ -4,6 +4,10 @@ One actor per DeepSpeed rank. `TrainerGroup` starts `trainer.num_workers` of the
 torch.distributed rendezvous (rank 0's address and a free port), the same way on a GPU cluster
 (NCCL) and here (gloo, world size 1). Every rank receives the whole table and trains on its own
 rows of each global batch (rprm_ray.training.shuffled_batches); rank 0's metrics and checkpoint are returned.
+
+Waits are bounded (`trainer.setup_timeout_s` for start-up and rendezvous, `trainer.call_timeout_s`
+per training call; rprm_ray.waits) and name the ranks that did not answer. Ranks are not restarted:
+a rank that died mid-step leaves its peers in a collective, so the stage fails, naming the rank.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import pyarrow as pa
 import ray
 
 from actors.metrics import RoleMetrics
-from rprm_ray import batches
+from rprm_ray import batches, waits
 from rprm_ray.config import TrainerConfig
 from rprm_ray.training import cpu_threads_per_rank
 
@@ -104,22 +108,37 @@ class TrainerGroup:
         self.cfg = cfg
         world = cfg.num_workers
         options = dict(num_cpus=cfg.num_cpus_per_worker, num_gpus=cfg.num_gpus_per_worker)
+        self.names = [f"{name}-rank{rank}" for rank in range(world)]
         self.workers = [
-            Trainer.options(name=f"{name}-rank{rank}", **options).remote(model_dir, cfg, rank, world)
-            for rank in range(world)
+            Trainer.options(name=rank_name, **options).remote(model_dir, cfg, rank, world)
+            for rank, rank_name in enumerate(self.names)
         ]
+        try:
+            self._setup(cfg, world)
+        except Exception:
+            self.shutdown()
+            raise
+
+    def _setup(self, cfg: TrainerConfig, world: int) -> None:
         if cfg.num_gpus_per_worker:
             threads = [max(1, int(cfg.num_cpus_per_worker))] * world
         else:
             # CPU ranks use their node's cores (the engines' CPU reservations sit idle while a
             # trainer runs), shared among the ranks on that node.
-            threads = cpu_threads_per_rank(ray.get([w.node_cpus.remote() for w in self.workers]))
-        master_addr, master_port = ray.get(self.workers[0].rendezvous_address.remote())
-        ray.get([w.setup.remote(master_addr, master_port, n) for w, n in zip(self.workers, threads, strict=True)])
+            threads = cpu_threads_per_rank(self._wait([w.node_cpus.remote() for w in self.workers],
+                                                      cfg.setup_timeout_s, "starting"))
+        [(master_addr, master_port)] = self._wait([self.workers[0].rendezvous_address.remote()],
+                                                  cfg.setup_timeout_s, "choosing the rendezvous", self.names[:1])
+        self._wait([w.setup.remote(master_addr, master_port, n) for w, n in zip(self.workers, threads, strict=True)],
+                   cfg.setup_timeout_s, "setting up DeepSpeed")
+
+    def _wait(self, refs: list[Any], timeout_s: float, doing: str, names: list[str] | None = None) -> list[Any]:
+        return waits.wait_each(refs, waits.ray_wait, timeout_s=timeout_s, role=ROLE, names=names or self.names,
+                               doing=doing, done=waits.ray_done)
 
     def _all(self, method: str, *args, **kwargs) -> Any:
         refs = [getattr(w, method).remote(*args, **kwargs) for w in self.workers]
-        return ray.get(refs)[0]
+        return self._wait(refs, self.cfg.call_timeout_s, method)[0]
 
     def sft(self, table: pa.Table, steps: int | None = None, epochs: int | None = None) -> dict[str, Any]:
         return self._all("sft", table, steps=steps, epochs=epochs)
@@ -135,10 +154,12 @@ class TrainerGroup:
 
     def rank_checksums(self) -> list[str]:
         """Every rank's weights checksum: data-parallel ranks hold the same weights after each step."""
-        return ray.get([w.weights_checksum.remote() for w in self.workers])
+        return self._wait([w.weights_checksum.remote() for w in self.workers], self.cfg.call_timeout_s,
+                          "computing its weights checksum")
 
     def rank_threads(self) -> list[int]:
-        return ray.get([w.torch_threads.remote() for w in self.workers])
+        return self._wait([w.torch_threads.remote() for w in self.workers], self.cfg.setup_timeout_s,
+                          "reporting its threads")
 
     def shutdown(self) -> None:
         for w in self.workers:

@@ -192,6 +192,12 @@ class GeneratorConfig(_Strict):
     # generated token, which made tiny-model decoding 1.2-1.6x slower here; nothing in the loop reads it.
     candidate_logprobs: bool = False
     update_weights_timeout_s: float = Field(300.0, gt=0.0)
+    # Bounded waits (rprm_ray.waits): an actor that has not started (engine loaded) within
+    # start_timeout_s, or a call not answered within call_timeout_s, stops the stage with one line
+    # naming the replica; a call whose actor died is sent to a fresh replacement call_retries times.
+    start_timeout_s: float = Field(900.0, gt=0.0)
+    call_timeout_s: float = Field(900.0, gt=0.0)
+    call_retries: int = Field(2, ge=0)
 
     @model_validator(mode="after")
     def _tp(self) -> GeneratorConfig:
@@ -245,6 +251,15 @@ class JudgeConfig(_Strict):
     enforce_eager: bool = False
     max_batch_rows_per_request: int = Field(256, ge=1)
     autoscaling: AutoscalingConfig = AutoscalingConfig()
+    # Bounded waits (rprm_ray.waits). A replica gives up on an engine call after request_timeout_s
+    # (one request of max_batch_rows_per_request rows) and reports itself unhealthy while the call
+    # is stuck, so Serve replaces it; the client names the replica. start_timeout_s bounds a
+    # deployment or weight update; a request whose replica died is sent again request_retries times.
+    request_timeout_s: float = Field(600.0, gt=0.0)
+    start_timeout_s: float = Field(900.0, gt=0.0)
+    request_retries: int = Field(2, ge=0)
+    health_check_period_s: float = Field(10.0, gt=0.0)
+    health_check_timeout_s: float = Field(30.0, gt=0.0)
 
     @model_validator(mode="after")
     def _tp(self) -> JudgeConfig:
@@ -257,6 +272,7 @@ class PairsConfig(_Strict):
     balance_verdicts: bool = True  # truncate Yes-chosen and No-chosen pairs to 1:1
     paper_filter: bool = False  # R-PRM's optional --filter (keep 2 pairs when chosen <= 1/3 of valid)
     seed: int = 42
+    call_timeout_s: float = Field(600.0, gt=0.0)  # one PairBuilder call (rprm_ray.waits)
 
 
 class DeepSpeedConfig(_Strict):
@@ -290,6 +306,10 @@ class TrainerConfig(_Strict):
     grad_clip: float = Field(1.0, gt=0.0)
     seed: int = 0
     deepspeed: DeepSpeedConfig = DeepSpeedConfig()
+    # Bounded waits (rprm_ray.waits): rank start-up and rendezvous, and one training call (a whole
+    # SFT / DPO stage, hence the day); on expiry one line names the ranks that did not answer.
+    setup_timeout_s: float = Field(900.0, gt=0.0)
+    call_timeout_s: float = Field(86400.0, gt=0.0)
 
     @model_validator(mode="after")
     def _batches(self) -> TrainerConfig:

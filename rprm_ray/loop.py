@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rprm_ray import batches
+from rprm_ray import batches, waits
 from rprm_ray.config import Recipe, dump_recipe
 from rprm_ray.manifest import Manifest, recipe_differences, recipe_fingerprint
 
@@ -131,7 +131,8 @@ class Run:
 
         self.current_stage = key
         try:
-            result = fn()
+            with waits.in_stage(key):  # a stuck role's message names the stage
+                result = fn()
         except (TeacherError, ShardError) as exc:
             raise StageError(f"stage {key}: {exc}") from None
         finally:

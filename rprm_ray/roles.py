@@ -4,6 +4,12 @@ Stages ask for a role *with given weights* (`roles.generator(model_dir)`); the f
 starts the actor, later requests with other weights update it in place (checksum-verified), so a
 resumed run and an uninterrupted one end up with the same weights in every role. This module and
 `loop.py` are the only core modules that touch `actors/` (lazily, inside methods).
+
+Runs are isolated: the judge's Serve application and every named actor carry the run's name
+(`<run>.judge`, `<run>.policy-generator-0`, ...), so two runs share a cluster without touching each
+other's roles, and a run's shutdown removes only its own. Before its first role starts, a run
+removes what a killed driver of the same run left behind (the Serve application outlives its
+driver; a detached actor would too).
 """
 
 from __future__ import annotations
@@ -47,7 +53,8 @@ def init_ray(recipe: Recipe) -> None:
 class Roles:
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
-        self.style_name = recipe.models.prompt_style
+        self.run_name = recipe.name
+        self._cleaned = False
         self._generator: Any = None
         self._generator_dir: str | None = None
         self._judge: Any = None
@@ -60,13 +67,30 @@ class Roles:
 
         return role_style(self.recipe, role)
 
+    def name(self, role: str) -> str:
+        """The cluster-wide name of this run's `role` (a Serve app or a named actor)."""
+        return f"{self.run_name}.{role}"
+
+    def clean_leftovers(self) -> list[str]:
+        """Remove this run's judge application and named actors still on the cluster (left by a
+        killed driver of the same run); returns what was removed. Runs once per Roles."""
+        if self._cleaned:
+            return []
+        self._cleaned = True
+        removed = remove_run_leftovers(self.run_name)
+        for what in removed:
+            log.warning("removed %s, left on the cluster by an earlier driver of run %s", what, self.run_name)
+        return removed
+
     # ---- PolicyGenerator ------------------------------------------------------------------
     def generator(self, model_dir: str | Path) -> Any:
         from actors.generator import GeneratorPool
 
         model_dir = str(model_dir)
         if self._generator is None:
-            self._generator = GeneratorPool(model_dir, self.recipe.generator, style_name=self.style("policy"))
+            self.clean_leftovers()
+            self._generator = GeneratorPool(model_dir, self.recipe.generator, style_name=self.style("policy"),
+                                            role=self.name("policy-generator"))
         elif self._generator_dir != model_dir:
             self._generator.update_weights(model_dir, checksum_of(model_dir))
         self._generator_dir = model_dir
@@ -78,7 +102,8 @@ class Roles:
 
         model_dir = str(model_dir)
         if self._judge is None:
-            self._judge = deploy_judge(self.recipe, model_dir, style_name=self.style("judge"))
+            self.clean_leftovers()
+            self._judge = deploy_judge(self.recipe, model_dir, name=self.name("judge"), style_name=self.style("judge"))
         elif self._judge_dir != model_dir:
             self._judge.update_weights(model_dir, checksum_of(model_dir))
         self._judge_dir = model_dir
@@ -89,7 +114,8 @@ class Roles:
         if self._pair_builder is None:
             from actors.pair_builder import PairBuilder
 
-            self._pair_builder = PairBuilder.options(name="pair-builder").remote(
+            self.clean_leftovers()
+            self._pair_builder = PairBuilder.options(name=self.name("pair-builder")).remote(
                 self.recipe.pairs, self.style("policy"))
         return self._pair_builder
 
@@ -99,7 +125,8 @@ class Roles:
         trainer); the caller shuts it down."""
         from actors.trainer import TrainerGroup
 
-        return TrainerGroup(model_dir, cfg or self.recipe.trainer, name=name)
+        self.clean_leftovers()
+        return TrainerGroup(model_dir, cfg or self.recipe.trainer, name=self.name(name))
 
     def shutdown(self) -> None:
         import ray
@@ -111,6 +138,34 @@ class Roles:
         if self._pair_builder is not None:
             ray.kill(self._pair_builder)
         self._generator = self._judge = self._pair_builder = None
+
+
+def remove_run_leftovers(run_name: str) -> list[str]:
+    """Delete the Serve application and kill the named actors of run `run_name` (names
+    `<run>.<role>`) on the connected cluster; returns what was removed."""
+    import ray
+
+    prefix = f"{run_name}."
+    removed = []
+    try:
+        from ray import serve
+
+        apps = serve.status().applications
+    except Exception:  # no Serve instance on this cluster: no application to remove
+        apps = {}
+    for app in apps:
+        if app.startswith(prefix):
+            serve.delete(app)
+            removed.append(f"Serve application {app}")
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        name, namespace = entry["name"], entry["namespace"]
+        if name.startswith(prefix):
+            try:
+                ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+                removed.append(f"actor {name}")
+            except ValueError:  # died meanwhile
+                pass
+    return removed
 
 
 def checksum_of(model_dir: str | Path) -> str:

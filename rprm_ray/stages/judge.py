@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rprm_ray import batches, pairs, teachers, tiny
+from rprm_ray import batches, pairs, teachers, tiny, waits
 from rprm_ray.chat import role_style
 from rprm_ray.config import Recipe, SamplingConfig, TrainerConfig
 from rprm_ray.evaluation.processbench import harmonic_f1, predicted_first_error
@@ -277,9 +277,8 @@ def judge_samples_stage(run: Run) -> StageResult:
                              seed=r.seed + 1)
     critiques, _ = judge.score_steps(steps, k=max(2, r.judge.critiques_per_step, 4), sampling=sampled)
     built = run.roles.pair_builder().critique_pairs.remote(critiques)
-    import ray
-
-    critique_pairs = ray.get(built)
+    [critique_pairs] = waits.wait_each([built], waits.ray_wait, timeout_s=r.pairs.call_timeout_s, role="PairBuilder",
+                                       names=[run.roles.name("pair-builder")], doing="building critique pairs")
     return StageResult(
         metrics={"steps": steps.num_rows, "critiques": critiques.num_rows, "pairs": critique_pairs.num_rows},
         tables={"critiques": (critiques, "critiques"), "pairs": (critique_pairs, "preference_pairs")},
