@@ -127,9 +127,9 @@ def model_dirs(recipe: Recipe, policy: str | Path | None, judge: str | Path | No
                 f"models.{role} is 'tiny': pass {flag} MODEL_OR_RUN with the bootstrapped {role} "
                 "(an untrained tiny model writes noise)"
             )
-        from rprm_ray.hub import resolve_model
+        from rprm_ray.hub import resolve_model as resolve_hub_model
 
-        return str(resolve_model(spec.name_or_path, revision=spec.revision, cache=recipe.models.hub_cache,
+        return str(resolve_hub_model(spec.name_or_path, revision=spec.revision, cache=recipe.models.hub_cache,
                                  where=f"models.{role}.name_or_path"))
 
     policy_dir = pick(policy, recipe.models.policy, "policy", "--policy-model")

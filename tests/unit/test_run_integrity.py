@@ -94,12 +94,7 @@ KEY = {"step_scores": "solution_id", "critiques": "solution_id", "preference_pai
 
 
 def test_rerun_needs_resume(capsys):
-    import argparse
+    from rprm_ray.cli import main
 
-    from rprm_ray.commands import run as run_cmd
-
-    p = argparse.ArgumentParser()
-    run_cmd.add_arguments(p)
-    args = p.parse_args([str(ROOT / "recipes" / "tiny_arith.yaml"), "--rerun", "iter_0/data"])
-    assert run_cmd.run(args) == 2
-    assert capsys.readouterr().err.strip() == "error: --rerun STAGE needs --resume RUN_DIR"
+    assert main(["run", str(ROOT / "recipes" / "tiny_arith.yaml"), "--rerun", "iter_0/data"]) == 2
+    assert capsys.readouterr().err.strip() == "rprm-ray run: error: --rerun STAGE needs --resume RUN_DIR"
