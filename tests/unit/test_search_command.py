@@ -50,8 +50,11 @@ def test_models_may_be_run_directories(tmp_path):
         (run_dir / role).mkdir(parents=True)
         (run_dir / role / "config.json").write_text("{}")
     recipe = load_recipe(TINY, [f"run_root={tmp_path / 'runs'}", "name=r1"])
+    from rprm_ray.manifest import recipe_fingerprint
+
+    recipe_json = recipe.model_dump(mode="json")
     (run_dir / "manifest.json").write_text(json.dumps({
-        "recipe": recipe.model_dump(mode="json"), "stages": {},
+        "recipe": recipe_json, "recipe_fingerprint": recipe_fingerprint(recipe_json), "stages": {},
         "state": {"policy_dir": str(run_dir / "policy"), "judge_dir": str(run_dir / "judge")},
     }))
     assert model_dirs(recipe, run_dir, run_dir) == (str((run_dir / "policy").resolve()), str((run_dir / "judge").resolve()))
