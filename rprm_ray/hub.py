@@ -170,6 +170,30 @@ def max_position_embeddings(model_dir: str | Path) -> int | None:
     return None
 
 
+_hub_reachable: bool | None = None
+
+
+def hub_reachable() -> bool:
+    """Whether the hub's host resolves (once per process). huggingface_hub retries a failed request
+    five times with back-off (~23 s), so a dry run without network asks the resolver first."""
+    global _hub_reachable
+    if _hub_reachable is None:
+        import socket
+        from urllib.parse import urlparse
+
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            _hub_reachable = False
+        else:
+            try:
+                socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname or "", 443)
+                _hub_reachable = True
+            except OSError:
+                _hub_reachable = False
+    return _hub_reachable
+
+
 def reachable_config_positions(name_or_path: str, *, revision: str | None = None,
                                cache: str | Path | None = None) -> int | None:
     """max_position_embeddings from a model's config.json where it can be read without fetching
@@ -179,11 +203,16 @@ def reachable_config_positions(name_or_path: str, *, revision: str | None = None
         return max_position_embeddings(path)
     if not looks_like_hub_id(name_or_path):
         return None
-    try:
-        from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
+    cached = try_to_load_from_cache(name_or_path, "config.json", cache_dir=hub_cache_dir(cache), revision=revision)
+    if isinstance(cached, str):
+        return max_position_embeddings(Path(cached).parent)
+    if not hub_reachable():
+        return None
+    try:
         cfg = hf_hub_download(name_or_path, "config.json", revision=revision, cache_dir=hub_cache_dir(cache))
-    except Exception:  # offline and not cached, unknown repo: the check cannot be made
+    except Exception:  # unknown or gated repo: the check cannot be made
         return None
     return max_position_embeddings(Path(cfg).parent)
 
