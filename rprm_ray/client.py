@@ -42,6 +42,8 @@ def _call(url: str, path: str, body: dict[str, Any] | None, timeout_s: float) ->
         raise JudgeServiceError(exc.code, message) from None
     except urllib.error.URLError as exc:
         raise JudgeServiceError(0, f"{url}: unreachable ({exc.reason})") from None
+    except OSError as exc:  # a timeout or reset while reading the answer
+        raise JudgeServiceError(0, f"{url}{path}: no answer ({type(exc).__name__}: {exc})") from None
 
 
 def score_steps(url: str, question: str, steps: list[str], k: int | None = None,

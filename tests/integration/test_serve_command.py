@@ -64,29 +64,40 @@ def service(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     with log.open("w") as out:
         proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
     svc = Service(proc, f"http://127.0.0.1:{port}", log, port)
+    try:
+        _wait_until_ready(svc)
+        yield svc
+    finally:
+        _stop(proc)  # after a failure before the stop test: leave nothing behind
+
+
+def _wait_until_ready(svc: Service) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
-        if proc.poll() is not None:
-            pytest.fail(f"rprm-ray serve exited with {proc.returncode} before it was ready:\n{svc.log_tail()}")
+        if svc.proc.poll() is not None:
+            pytest.fail(f"rprm-ray serve exited with {svc.proc.returncode} before it was ready:\n{svc.log_tail()}")
         try:
-            health(svc.url, timeout_s=15)
-            if "judge ready at" in log.read_text():
-                break
+            health(svc.url, timeout_s=30)
+            if "judge ready at" in svc.log.read_text():
+                return
         except JudgeServiceError:
             pass
         if time.monotonic() > deadline:
-            proc.kill()
             pytest.fail(f"rprm-ray serve not ready after {START_TIMEOUT_S}s:\n{svc.log_tail()}")
         time.sleep(2)
-    yield svc
-    if proc.poll() is None:  # a failed test before the stop test: leave nothing behind
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                child.kill()
-            proc.kill()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    family = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    for child in psutil.wait_procs(family, timeout=30)[1]:
+        child.kill()
 
 
 def _post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:

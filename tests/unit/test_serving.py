@@ -124,3 +124,19 @@ def test_the_app_composes_the_judge_deployment_with_the_recipe_autoscaling() -> 
     assert judge.ray_actor_options["num_cpus"] == 2
     assert judge.init_args[1:] == ("paper", {"dtype": "bfloat16"})
     assert ingress.init_args[2:4] == ("paper", "prod")
+
+
+def test_client_turns_silence_and_refusal_into_one_error() -> None:
+    import socket
+
+    from rprm_ray.client import JudgeServiceError, health
+
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(JudgeServiceError, match=r"/healthz: no answer \(TimeoutError") as err:
+            health(url, timeout_s=0.5)
+        assert err.value.status == 0
+    with pytest.raises(JudgeServiceError, match="unreachable"):
+        health(url, timeout_s=2)  # closed now: connection refused
