@@ -48,12 +48,11 @@ def check_report(run_dir: Path, console: str, stages: list[str]) -> dict:
     assert sft["loss_last"] < sft["loss_first"]
     assert metrics["stages"]["iter_1/policy_eval"]["problems"] == 8
     assert metrics["pass@1_final_vs_M1"]["baseline"] == "iter_0/policy_eval"
-    # Step DPO trained on the search's pairs, and the iteration's evaluation used the new weights.
-    dpo = metrics["stages"]["iter_1/step_dpo"]
-    assert dpo["pairs"] == metrics["stages"]["iter_1/search"]["pairs"] > 0
-    policy_dir = Path(json.loads((run_dir / "manifest.json").read_text())["state"]["policy_dir"])
-    assert policy_dir == run_dir / "iter_1" / "step_dpo" / "model"
-    assert (policy_dir / "checksum.txt").is_file()
+    # Every iteration problem was searched, its candidate steps judged; step DPO saw the search's pairs.
+    search = stage_outputs(run_dir)["iter_1/search/search_results"]
+    assert len(search) == metrics["stages"]["iter_1/search"]["problems"] == 8
+    assert all(r["candidate_steps"] > 0 and r["judge_calls"] > 0 for r in search)
+    assert metrics["stages"]["iter_1/step_dpo"]["pairs"] == metrics["stages"]["iter_1/search"]["pairs"]
     html = (run_dir / "report.html").read_text()
     summary = summary_text(run_dir)
     assert summary and summary in console
@@ -74,6 +73,12 @@ def test_guided_runs_every_stage_and_reports(micro_runs):
     assert samples["pairs"] > 0 and m["stages"]["iter_0/judge_dpo"]["pairs"] == samples["pairs"]
     assert m["best_of_n"]["problems"] == 8 and sorted(m["best_of_n"]["bon_min"]) == ["1", "2"]
     assert m["beam"]["problems"] == 8 and m["beam"]["beam_width"] == 2
+    # The judge's scores gave step pairs; step DPO trained on them, the trainer saved the new policy
+    # with its checksum, and the iteration's evaluation ran on it.
+    assert m["stages"]["iter_1/step_dpo"]["pairs"] > 0 and m["stages"]["iter_1/step_dpo"]["steps"] > 0
+    policy_dir = Path(json.loads((run_dir / "manifest.json").read_text())["state"]["policy_dir"])
+    assert policy_dir == run_dir / "iter_1" / "step_dpo" / "model"
+    assert (policy_dir / "checksum.txt").is_file()
     for png in ("judge_f1_per_phase.png", "f1_vs_k.png", "accuracy_vs_n.png"):
         assert (run_dir / png).stat().st_size > 0
 
@@ -84,6 +89,10 @@ def test_psrlm_runs_every_stage_and_reports(micro_runs):
     assert "judge" not in m and "best_of_n" not in m
     # M1 learned pairwise judging beside the solutions (EFT): more examples than solutions alone.
     assert m["stages"]["iter_0/policy_sft"]["examples"] > m["stages"]["iter_0/data"]["problems_train"]
+    # The policy judged its own candidates, through the judge deployment on its own weights. At this
+    # size its judgments seldom pick a side, so its step DPO often has no pair: the DPO training and
+    # the trainer-to-engine hand-off are checked on the guided run.
+    assert all(r["strategy"] == "self_judged" for r in stage_outputs(run_dir)["iter_1/search/search_results"])
 
 
 def _driver(args: list[str]) -> list[str]:
