@@ -10,7 +10,7 @@ beam minus Best-of-N pooled over the seeds.
     .venv/bin/python bench/beam_vs_bon.py --run runs/<name> [--seeds 0 1 2] [--aggregation prod]
         [--beam-prune-below none 0.5] [--set k=v ...] [--smoke (one seed: a check)]
 
-Measured (2-core CPU, session 7's run `w5`, Best-of-8 with min, beam N=8 M=4 with min;
+Measured (2-core CPU, one demo run's final models, Best-of-8 with min, beam N=8 M=4 with min;
 `--beam-prune-below none 0.5`, 16.7 min):
 
      seed   BoN %      beam %  beam<0.5 %   steps

@@ -12,10 +12,10 @@ judge's rejections that hit a wrong step (the precision of "the judge says no").
 
 (from the directory the run was started in: the manifest's model paths are relative to it)
 
-Measured (2-core CPU; M1 73.75 of run `s5`; the 1,024 problems its iterations searched; 3,239
+Measured (2-core CPU; an M1 at 73.75; the 1,024 problems its iterations searched; 3,239
 states, 185 of them wrong greedy steps):
-    judge with R written in one go (run s5):  R right at 93.7% of right states, 42.7% of wrong ones
-    judge with the worked R line (run w2, `--run runs/w2` printed):
+    judge with R written in one go:  R right at 93.7% of right states, 42.7% of wrong ones
+    judge with the worked R line (`arith.worked_step`; this script printed):
          policy step  states  judge R right  verdict right
                right    3054          93.8%          93.7%
                wrong     185          98.4%         100.0%

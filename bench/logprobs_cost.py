@@ -5,7 +5,7 @@ both sides alike, on a finished run's models and held-out labeled steps:
 
     judge:     the run's judge writes the demo's critiques (compact style, greedy K=1 and sampled
                K=4) two ways: (a) one generation asking for top-k log-probs at every token (how
-               the judge read P(Yes) until session 8), (b) `judging.critiques_with_verdict`: the
+               the judge read P(Yes) before the verdict continuation), (b) `judging.critiques_with_verdict`: the
                critique without log-probs up to the verdict prefix, then a short continuation with
                them. The critiques must be identical and P(Yes) equal (checked, printed).
     generator: the run's policy expands the same prefixes with and without `logprobs=0` (the
@@ -13,7 +13,7 @@ both sides alike, on a finished run's models and held-out labeled steps:
 
     .venv/bin/python bench/logprobs_cost.py --run runs/tiny_arith [--steps 600] [--rounds 2] [--smoke]
 
-Measured on the 2-core machine (`--run runs/w6 --rounds 1`, 600 steps): judge K=1 1.64x, K=4 1.19x,
+Measured on the 2-core machine (a finished demo run, `--rounds 1`, 600 steps): judge K=1 1.64x, K=4 1.19x,
 identical critiques, max |dP(Yes)| 9e-13; the generator's 24-token steps 1.22x slower with
 logprobs=0 (bare vLLM on 104-token critiques: 1.6x).
 """

@@ -14,7 +14,7 @@ Measured (2-core CPU, one epoch, beta 0.1, NLL coefficient 1), M1 at 80.0: with 
 --lr 2e-5 1e-4` (287 pairs) 80.75 and 75.5; with the same pairs from 6000 problems (891) 79.75,
 73.5 (5e-5) and 68.75 (1e-4; 3 epochs: 48.75). After DPO the policy drops digits (`85-74=5`):
 larger step-DPO updates hurt even with perfect pairs. With DPO-Positive (lambda 50, the recipe's
-since session 4; another machine, M1 73.75, 1,128 pairs from 6,000 problems): 2e-5 74.00, **1e-4
+value; another machine, M1 73.75, 1,128 pairs from 6,000 problems): 2e-5 74.00, **1e-4
 77.50 (+3.75)**, 3e-4 72.25.
 """
 

@@ -9,8 +9,8 @@ each timing excludes actor start-up and DeepSpeed init (a short warm-up SFT call
         [--steps 150] [--rounds 2]
     .venv/bin/python bench/trainer_layouts.py --model DIR --smoke     (2 steps, 1 round: a check)
 
-Measured on the 2-core machine (session 9, `--rounds 2`): policy data from the base model, 100 steps:
-1 rank 6.68 steps/s, 2 ranks 0.99x, packed 0.97x; judge data (run w10's) from M1, 60 steps: 1 rank
+Measured on the 2-core machine (`--rounds 2`): policy data from the base model, 100 steps:
+1 rank 6.68 steps/s, 2 ranks 0.99x, packed 0.97x; judge data (a demo run's) from M1, 60 steps: 1 rank
 2.39 steps/s, 2 ranks 1.04x, packed 1.23x.
 """
 

@@ -51,6 +51,8 @@ RESULT: dict[str, str] = {
     "step_dpo_oracle.py": r" +\d+e-\d\d +\d+\.\d\d +[+-]\d+\.\d\d.*",
     "step_dpo_replay.py": r" +\d+e-\d\d +\d+ +\d+(\.\d+)? +\d+\.\d\d +[+-]\d+\.\d\d.*",
     "trainer_layouts.py": r" +2 ranks, padded +\d+\.\d\d steps/s +\d+\.\d\dx",
+    "trainer_vs_torch.py": r" +deepspeed zero2 +\d+\.\d\d +\d+\.\d\d +\d+\.\d\d +\d+\.\d\d",
+    "weight_sync.py": r"sync at 7B bf16 ~ \d+ s.*|\d+x\d+: .* verify +\d+\.\d\d s",
 }
 
 
