@@ -42,7 +42,8 @@ def teacher_critiques(run: Run, steps: pa.Table, stats: dict | None = None) -> p
     from rprm_ray.engines import make_engine
 
     engine = make_engine(teacher.model, "vllm", run.recipe.judge)
-    return teachers.engine_critiques(steps, style, engine, k, sampling)
+    return teachers.engine_critiques(steps, style, engine, k, sampling, store=run.shards("teacher", "critiques"),
+                                     chunk_rows=teacher.requests_per_shard)
 
 
 def _question_key(question: str) -> str:
