@@ -190,6 +190,10 @@ class TeacherClient:
                 buffer.clear()
                 self.stats["shards_written"] += 1
 
+        from rprm_ray.progress import progress_bar
+
+        bar = progress_bar(total, f"teacher {self.cfg.model}", enabled=bool(todo), unit="req")
+        bar.update(finished)
         self._stop.clear()
         pool = ThreadPoolExecutor(max_workers=self.cfg.max_concurrent_requests, thread_name_prefix="teacher")
         pending: dict[Future, str] = {}
@@ -222,6 +226,7 @@ class TeacherClient:
                     buffer.extend({"request_id": rid, "sample_idx": i, "text": t, "finish_reason": r}
                                   for i, (t, r) in enumerate(texts))
                     finished += 1
+                    bar.update(1)
                     if progress is not None:
                         progress(finished, total)
                     if len({row["request_id"] for row in buffer}) >= self.cfg.requests_per_shard:
@@ -232,6 +237,7 @@ class TeacherClient:
         finally:
             flush()  # whatever was answered is kept, whatever stopped the pass
             pool.shutdown(wait=False, cancel_futures=True)
+            bar.close()
         if failure is not None:
             raise TeacherError(f"{failure}; {finished} of {total} requests are saved in {store.dir} and a "
                                f"resumed run (--resume) asks only for the other {total - finished}")
