@@ -78,10 +78,11 @@ class TeacherConfig(_Strict):
     revision: str | None = None  # of a hub-id `model` (kind vllm)
     critiques_per_step: int = Field(4, ge=1, le=64)
     temperature: float = Field(0.4, ge=0.0, le=2.0)
-    # kind 'openai' only: the endpoint's API (chat: the server applies the model's chat template),
+    # kind 'openai': the endpoint's API (chat: the server applies the model's chat template),
     # requests in flight at once, each request's time-out, retries on 429/5xx/time-outs with
     # exponential backoff (doubling from retry_backoff_s, at most retry_backoff_max_s; a server's
-    # Retry-After is honoured), and how many answered requests go into one persisted shard.
+    # Retry-After is honoured), and how many answered requests go into one persisted shard
+    # (kind 'vllm': labeled steps per persisted chunk).
     api: Literal["chat", "completions"] = "chat"
     max_concurrent_requests: int = Field(8, ge=1, le=1024)
     request_timeout_s: float = Field(300.0, gt=0)

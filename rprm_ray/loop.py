@@ -35,6 +35,13 @@ class StageError(RunError):
     train on); the message names the stage and why, and finished work stays on disk."""
 
 
+# Fields that say how a run talks to a service, not what it computes: a resume may change them
+# (a teacher endpoint that moved, or that wants fewer requests at once).
+RESUMABLE_CHANGES = frozenset(f"models.teacher.{name}" for name in (
+    "url", "max_concurrent_requests", "request_timeout_s", "max_retries", "retry_backoff_s",
+    "retry_backoff_max_s", "requests_per_shard"))
+
+
 def _as_current_schema(stored: dict[str, Any]) -> dict[str, Any]:
     """A run's stored recipe read by today's schema: a field added since then takes its default,
     so a run started before the field existed resumes when the recipe leaves it at that default."""
@@ -84,7 +91,8 @@ class Run:
         if resume_dir is not None:
             manifest = Manifest.load(resume_dir)
             if manifest.data["recipe_fingerprint"] != recipe_fingerprint(recipe_json):
-                differences = recipe_differences(_as_current_schema(manifest.data["recipe"]), recipe_json)
+                differences = [d for d in recipe_differences(_as_current_schema(manifest.data["recipe"]), recipe_json)
+                               if d.split(":", 1)[0] not in RESUMABLE_CHANGES]
                 if differences:
                     shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more"
                                                           if len(differences) > 4 else "")

@@ -94,6 +94,7 @@ class TeacherClient:
                                      timeout=cfg.request_timeout_s)
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._stop = threading.Event()  # set when a pass ends abnormally: in-flight requests stop retrying
         self.stats = {"requests": 0, "retries": 0, "reused": 0, "rejected": 0, "shards_written": 0}
 
     # ---- one request ------------------------------------------------------------------------
@@ -153,7 +154,7 @@ class TeacherClient:
                     status = getattr(exc, "status_code", None)
                     error = RequestRejected if status in REJECT_STATUSES else TeacherError
                     raise error(f"teacher endpoint {self.cfg.url}: {self._redact(detail)}") from None
-                if attempt >= self.cfg.max_retries:
+                if attempt >= self.cfg.max_retries or self._stop.is_set():
                     raise TeacherError(
                         f"teacher endpoint {self.cfg.url}: {self._redact(str(retry))}, still failing after "
                         f"{attempt} retries (teacher.max_retries)") from None
@@ -189,6 +190,11 @@ class TeacherClient:
                 buffer.clear()
                 self.stats["shards_written"] += 1
 
+        from rprm_ray.progress import progress_bar
+
+        bar = progress_bar(total, f"teacher {self.cfg.model}", enabled=bool(todo), unit="req")
+        bar.update(finished)
+        self._stop.clear()
         pool = ThreadPoolExecutor(max_workers=self.cfg.max_concurrent_requests, thread_name_prefix="teacher")
         pending: dict[Future, str] = {}
         queue = iter(todo.items())
@@ -215,18 +221,23 @@ class TeacherClient:
                         continue
                     except TeacherError as exc:
                         failure = failure or exc
-                        continue
+                        continue  # requests in flight finish (their answers are kept); no new ones start
                     answers[rid] = [t for t, _ in texts]
                     buffer.extend({"request_id": rid, "sample_idx": i, "text": t, "finish_reason": r}
                                   for i, (t, r) in enumerate(texts))
                     finished += 1
+                    bar.update(1)
                     if progress is not None:
                         progress(finished, total)
                     if len({row["request_id"] for row in buffer}) >= self.cfg.requests_per_shard:
                         flush()
+        except BaseException:
+            self._stop.set()  # interrupted: nothing new is sent, nothing retried
+            raise
         finally:
             flush()  # whatever was answered is kept, whatever stopped the pass
             pool.shutdown(wait=False, cancel_futures=True)
+            bar.close()
         if failure is not None:
             raise TeacherError(f"{failure}; {finished} of {total} requests are saved in {store.dir} and a "
                                f"resumed run (--resume) asks only for the other {total - finished}")

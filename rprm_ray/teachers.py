@@ -54,13 +54,22 @@ def programmatic_critiques(steps: pa.Table, task, k: int) -> pa.Table:
     return _critique_rows(steps, task.style, write, k)
 
 
-def engine_critiques(steps: pa.Table, style: PromptStyle, engine, k: int, sampling: SamplingConfig) -> pa.Table:
+def engine_critiques(steps: pa.Table, style: PromptStyle, engine, k: int, sampling: SamplingConfig,
+                     store: ShardStore | None = None, chunk_rows: int | None = None) -> pa.Table:
     """A model teacher writes critiques the way the judge does (two calls for recompute-first
-    styles), so the rows are the judge's own `critique_rows`."""
+    styles), so the rows are the judge's own `critique_rows`. With a `store` (of `critiques`),
+    the steps go in chunks of `chunk_rows`, each persisted when done; a rerun reads finished
+    chunks back."""
     from rprm_ray.judging import critique_rows, write_critiques
+    from rprm_ray.shards import map_chunks
 
-    prompts, completions = write_critiques(engine, style, steps, k, sampling, where="teacher")
-    return critique_rows(steps, prompts, completions, where="teacher")
+    def write(chunk: pa.Table) -> pa.Table:
+        prompts, completions = write_critiques(engine, style, chunk, k, sampling, where="teacher")
+        return critique_rows(chunk, prompts, completions, where="teacher")
+
+    if store is None:
+        return write(steps)
+    return map_chunks(store, steps, chunk_rows or max(1, steps.num_rows), write)
 
 
 def openai_critiques(steps: pa.Table, style: PromptStyle, cfg: TeacherConfig, k: int,

@@ -72,7 +72,8 @@ def teacher_critiques(run: Run, steps: pa.Table, stats: dict | None = None) -> p
 
     engine = make_engine(resolve_model(teacher.model, revision=teacher.revision, cache=run.recipe.models.hub_cache,
                                        where="models.teacher.model"), "vllm", run.recipe.judge)
-    return teachers.engine_critiques(steps, style, engine, k, sampling)
+    return teachers.engine_critiques(steps, style, engine, k, sampling, store=run.shards("teacher", "critiques"),
+                                     chunk_rows=teacher.requests_per_shard)
 
 
 def _question_key(question: str) -> str:

@@ -59,7 +59,9 @@ def test_chat_completions_through_a_proxy_that_answers_429_and_500(teacher_url, 
 
 
 def _write_data(root: Path) -> dict[str, str]:
-    problems = [{"problem": f"What is {a} + {b}?", "answer": str(a + b)} for a, b in [(2, 3), (4, 5), (6, 1)]]
+    problems = [{"problem": f"What is {a} + {b}?", "answer": str(a + b),
+                 "solution": f"{a} + {b} = {a + b}, so the answer is $\\boxed{{{a + b}}}$."}
+                for a, b in [(2, 3), (4, 5), (6, 1)]]
     (root / "train.jsonl").write_text("\n".join(json.dumps(p) for p in problems))
     (root / "test.jsonl").write_text(json.dumps({"problem": "What is 7 + 7?", "answer": "14"}))
     labeled = [
@@ -67,6 +69,10 @@ def _write_data(root: Path) -> dict[str, str]:
          "steps": [f"We add {a} and {b}.", f"{a} + {b} = {a + b + (i == 1)}.", f"The answer is {a + b + (i == 1)}."],
          "final_answer_correct": i != 1, "label": 1 if i == 1 else -1}
         for i, (a, b) in enumerate([(2, 3), (4, 5), (6, 1), (8, 2)])
+    ] + [  # a second solution of the first two questions, wrong at once: first steps to pair
+        {"id": f"w{i}", "generator": "test", "problem": f"What is {a} + {b}?",
+         "steps": [f"We subtract {b} from {a}.", f"That gives {a - b}."], "final_answer_correct": False, "label": 0}
+        for i, (a, b) in enumerate([(2, 3), (4, 5)])
     ]
     (root / "labeled.json").write_text(json.dumps(labeled))
     return {"train_problems": str(root / "train.jsonl"), "eval_problems": str(root / "test.jsonl"),
@@ -125,3 +131,31 @@ def _seed_steps(run: Run) -> int:
     held = pa.array(sorted(judge_sft_held_out_ids(run)), pa.string())
     kept = steps.filter(pc.invert(pc.is_in(steps.column("problem_id"), held)))
     return len({(r["question"], tuple(r["previous_steps"]), r["now_step"]) for r in kept.to_pylist()})
+
+
+def test_psrlm_eft_pairs_are_judged_by_the_served_teacher_in_both_orders(teacher_url, tmp_path):
+    """The pairwise (EFT) path against the real server: every candidate pair is asked in both
+    orders through the chat API; the untrained tiny teacher writes no [[A]]/[[B]] verdict, so
+    the policy SFT stage refuses to bootstrap a self-judge on nothing and says why."""
+    from rprm_ray.stages.data import data_stage
+    from rprm_ray.stages.policy import policy_sft_stage
+
+    with FlakyProxy(upstream=teacher_url, faults=[every(3, "429", 0)]) as proxy:
+        recipe = Recipe.model_validate({
+            "name": "eft", "run_root": str(tmp_path / "runs"), "loop": {"mode": "psrlm"},
+            "bootstrap": {"pairwise_judge_examples": 8},
+            "task": {"kind": "dataset", "dataset": _write_data(tmp_path), "train_problems": 3, "eval_problems": 1},
+            "models": {"prompt_style": "paper", "judge": None,
+                       "teacher": {"kind": "openai", "url": proxy.url, "model": "teacher", "retry_backoff_s": 0.0,
+                                   "max_retries": 20}},
+            "judge": {"sampling": {"max_new_tokens": 8}},
+        })
+        run = Run.open(recipe)
+        run.stage("iter_0/data", lambda: data_stage(run))
+        with pytest.raises(StageError, match=r"stage iter_0/policy_sft: no pairwise judge \(EFT\) examples.*"
+                                             r"eft_pairs (\d+), eft_unparsable \1"):
+            run.stage("iter_0/policy_sft", lambda: policy_sft_stage(run))
+    asked = [p for p in proxy.prompts if "impartial judge" in p]
+    assert asked and len(set(asked)) % 2 == 0 and proxy.injected.get("429")
+    store = ShardStore(run.dir / "iter_0/policy_sft/chunks/teacher_pairwise", "teacher_responses")
+    assert store.table().num_rows == len(set(asked))  # the paid judgments are kept for a resume

@@ -249,3 +249,20 @@ def test_a_model_teacher_writes_critiques_by_the_judges_protocol():
     assert [r["prompt"] for r in rows] == ["Q:?\n", "Q:?\n", "Q:?\nP:a\n", "Q:?\nP:a\n"]
     assert rows[2]["critique"].startswith("R:x\nN:BAD\n")
     assert [r["verdict"] for r in rows] == ["Yes", "Yes", "No", "No"]
+
+
+def test_a_model_teachers_finished_chunks_persist_and_are_read_back(tmp_path):
+    from rprm_ray.shards import ShardStore
+
+    items = [BonItem(id=f"q{i}", question="?", steps=[["a", "BAD"]], labels=[False], answers=None) for i in range(3)]
+    plan = judged.bon_plan(items)
+    sampled = SamplingConfig(temperature=1.0, max_new_tokens=96)
+    whole = teachers.engine_critiques(plan, get_style("compact"), ScriptedJudge(), 2, sampled)
+    store = ShardStore(tmp_path, "critiques")
+    chunked = teachers.engine_critiques(plan, get_style("compact"), ScriptedJudge(), 2, sampled, store=store,
+                                        chunk_rows=2)
+    assert store.finished_chunks() == [0, 1, 2] and chunked.equals(whole)
+    again = ScriptedJudge()
+    assert teachers.engine_critiques(plan, get_style("compact"), again, 2, sampled, store=store,
+                                     chunk_rows=2).equals(whole)
+    assert again.calls == []  # every chunk read back, nothing generated

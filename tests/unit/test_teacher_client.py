@@ -167,3 +167,18 @@ def test_a_driver_killed_mid_pass_loses_at_most_one_unflushed_shard(tmp_path):
         out = TeacherClient(cfg(proxy.url), 16).generate(prompts, 2, store(tmp_path))
     assert proxy.count == len(prompts) - saved_requests
     assert out == [answer(p, 2) for p in prompts]
+
+
+def test_a_resume_may_change_how_the_teacher_is_reached_but_not_what_it_is_asked(tmp_path):
+    from rprm_ray.config import load_recipe
+    from rprm_ray.loop import Run, RunError
+
+    tiny = __import__("pathlib").Path(__file__).resolve().parents[2] / "recipes" / "tiny_arith.yaml"
+    first = load_recipe(tiny, [f"run_root={tmp_path}"])
+    run = Run.open(first)
+    moved = load_recipe(tiny, [f"run_root={tmp_path}", "models.teacher.url=http://elsewhere:8000/v1",
+                               "models.teacher.max_concurrent_requests=2", "models.teacher.max_retries=20"])
+    assert Run.open(moved, resume_dir=run.dir).recipe.models.teacher.max_concurrent_requests == 2
+    hotter = load_recipe(tiny, [f"run_root={tmp_path}", "models.teacher.temperature=0.9"])
+    with pytest.raises(RunError, match=r"models.teacher.temperature: 0.4 -> 0.9"):
+        Run.open(hotter, resume_dir=run.dir)
