@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -71,15 +72,38 @@ def execute(recipe, resume_dir: Path | None) -> int:
     except (RunError, ManifestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    init_ray(recipe)
-    run.roles = Roles(recipe)
-    try:
-        run_pipeline(run)
-    except RunError as exc:  # a stage that cannot go on: one line; finished stages stay on disk
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        run.roles.shutdown()
-        write_report(run.dir)
+    with contextlib.ExitStack() as started:
+        if recipe.models.teacher.launch:
+            started.enter_context(launched_teacher(recipe, run.dir))
+        init_ray(recipe)
+        run.roles = Roles(recipe)
+        try:
+            run_pipeline(run)
+        except RunError as exc:  # a stage that cannot go on: one line; finished stages stay on disk
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            run.roles.shutdown()
+            write_report(run.dir)
     print(summary_text(run.dir))
     return 0
+
+
+@contextlib.contextmanager
+def launched_teacher(recipe, run_dir: Path):
+    """`models.teacher.launch`: vLLM's OpenAI-compatible server for the teacher model at the
+    recipe's url (on this machine), for the length of the run; its log is the run's
+    teacher-server.log."""
+    from urllib.parse import urlparse
+
+    from rprm_ray.hub import resolve_model
+    from rprm_ray.teacher_server import vllm_openai_server
+
+    t = recipe.models.teacher
+    url = urlparse(t.url)
+    model_dir = resolve_model(t.model, revision=t.revision, cache=recipe.models.hub_cache, where="models.teacher.model")
+    print(f"teacher: starting vLLM's OpenAI-compatible server for {t.model} on {url.hostname}:{url.port}", flush=True)
+    with vllm_openai_server(model_dir, served_name=t.model, host=url.hostname or "127.0.0.1", port=url.port,
+                            max_model_len=recipe.judge.max_model_len_tokens,
+                            log_path=run_dir / "teacher-server.log"):
+        yield
