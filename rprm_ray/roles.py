@@ -63,7 +63,8 @@ class Roles:
 
         model_dir = str(model_dir)
         if self._generator is None:
-            self._generator = GeneratorPool(model_dir, self.recipe.generator, style_name=self.style("policy"))
+            self._generator = GeneratorPool(model_dir, self.recipe.generator, style_name=self.style("policy"),
+                                            engine_overrides={"too_long": self.recipe.models.too_long})
         elif self._generator_dir != model_dir:
             self._generator.update_weights(model_dir, checksum_of(model_dir))
         self._generator_dir = model_dir
