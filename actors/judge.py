@@ -410,7 +410,8 @@ def deploy_judge(
         recipe = recipe_or_judge_cfg
         cfg = recipe.judge
         spec = recipe.models.judge or recipe.models.policy
-        engine_overrides = {"dtype": spec.dtype, "trust_remote_code": spec.trust_remote_code}
+        engine_overrides = {"dtype": spec.dtype, "trust_remote_code": spec.trust_remote_code,
+                            "too_long": recipe.models.too_long}
         style_name = style_name or recipe.models.prompt_style
         host = host or recipe.resources.serve_host
         port = port or recipe.resources.serve_port

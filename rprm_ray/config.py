@@ -58,6 +58,9 @@ class ModelSpec(_Strict):
     trust_remote_code: bool = False
     # A hub id's revision (branch, tag or commit); null: the default branch.
     revision: str | None = None
+    # A hub id missing from the cache gets a tiny model laid under it (`rprm-ray tiny`, this
+    # spec's `tiny` size) instead of failing: for smoke recipes that must run anywhere offline.
+    lay_tiny_if_missing: bool = False
     # How prompts reach the model: auto = through the tokenizer's chat template when it has one
     # (the paper prompt as the user turn), none = raw prompts, or a Jinja template file's path.
     chat_template: str = "auto"
@@ -90,6 +93,12 @@ class TeacherConfig(_Strict):
     retry_backoff_s: float = Field(1.0, ge=0)
     retry_backoff_max_s: float = Field(60.0, ge=0)
     requests_per_shard: int = Field(64, ge=1)
+    # Extra JSON fields of every request (the endpoint's own options, e.g. vLLM's
+    # {"structured_outputs": {"regex": ...}} to hold a small teacher to the verdict format).
+    extra_body: dict[str, Any] | None = None
+    # Start vLLM's OpenAI-compatible server for `model` at `url`'s host and port for the run, and
+    # stop it when the run ends (a self-contained run; `url` must be on this machine).
+    launch: bool = False
 
     @model_validator(mode="after")
     def _needs(self) -> TeacherConfig:
@@ -97,6 +106,9 @@ class TeacherConfig(_Strict):
             raise ValueError("teacher.kind 'vllm' needs teacher.model (a hub name or a model directory)")
         if self.kind == "openai" and not (self.url and self.model):
             raise ValueError("teacher.kind 'openai' needs teacher.url and teacher.model")
+        if self.launch and (self.kind != "openai" or ":" not in (self.url or "").split("//")[-1]):
+            raise ValueError("teacher.launch starts a local server: it needs kind 'openai' and a url with a port "
+                             "(e.g. http://127.0.0.1:8321/v1)")
         return self
 
 
@@ -151,6 +163,8 @@ class TaskConfig(_Strict):
     operators: list[Literal["+", "-", "*"]] = ["+", "-", "*"]
     max_multiplier: int = Field(9, ge=2, le=99)
     error_rate: float = Field(0.5, ge=0.0, le=1.0)  # fraction of labeled solutions with an injected error
+    # task.kind dataset: use the first N solutions of each labeled (ProcessBench-format) file; null: all.
+    max_labeled_solutions: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _steps(self) -> TaskConfig:

@@ -104,9 +104,15 @@ def resolve_recipe_models(recipe: Recipe) -> dict[str, Path]:
     roles = [("policy", m.policy), ("judge", m.judge)]
     for role, spec in roles:
         if spec is not None and not spec.is_tiny:
-            out[role] = resolve_model(spec.name_or_path, revision=spec.revision, cache=m.hub_cache,
-                                      where=f"models.{role}.name_or_path")
-    if m.teacher.kind == "vllm" and m.teacher.model:
+            where = f"models.{role}.name_or_path"
+            try:
+                out[role] = resolve_model(spec.name_or_path, revision=spec.revision, cache=m.hub_cache, where=where)
+            except ModelResolutionError:
+                if not (spec.lay_tiny_if_missing and looks_like_hub_id(spec.name_or_path)):
+                    raise
+                lay_tiny_model(spec.name_or_path, cache=m.hub_cache, tiny_cfg=spec.tiny, seed=recipe.seed)
+                out[role] = resolve_model(spec.name_or_path, revision=spec.revision, cache=m.hub_cache, where=where)
+    if (m.teacher.kind == "vllm" or m.teacher.launch) and m.teacher.model:
         out["teacher"] = resolve_model(m.teacher.model, revision=m.teacher.revision, cache=m.hub_cache,
                                        where="models.teacher.model")
     return out

@@ -90,7 +90,8 @@ class Roles:
         if self._generator is None:
             self.clean_leftovers()
             self._generator = GeneratorPool(model_dir, self.recipe.generator, style_name=self.style("policy"),
-                                            role=self.name("policy-generator"))
+                                            role=self.name("policy-generator"),
+                                            engine_overrides={"too_long": self.recipe.models.too_long})
         elif self._generator_dir != model_dir:
             self._generator.update_weights(model_dir, checksum_of(model_dir))
         self._generator_dir = model_dir

@@ -103,18 +103,19 @@ class TeacherClient:
 
     def request_id(self, prompt: str, n: int) -> str:
         c = self.cfg
-        return fingerprint([c.model, c.api, prompt, n, c.temperature, self.max_tokens])
+        return fingerprint([c.model, c.api, prompt, n, c.temperature, self.max_tokens]
+                           + ([c.extra_body] if c.extra_body else []))
 
     def _call(self, prompt: str, n: int) -> list[tuple[str, str | None]]:
         c = self.cfg
         if c.api == "chat":
             resp = self._client.chat.completions.create(
                 model=c.model, messages=[{"role": "user", "content": prompt}], n=n,
-                max_tokens=self.max_tokens, temperature=c.temperature)
+                max_tokens=self.max_tokens, temperature=c.temperature, extra_body=c.extra_body)
             texts = [(ch.message.content if ch.message else None, ch.finish_reason) for ch in resp.choices or []]
         else:
             resp = self._client.completions.create(model=c.model, prompt=prompt, n=n, max_tokens=self.max_tokens,
-                                                   temperature=c.temperature)
+                                                   temperature=c.temperature, extra_body=c.extra_body)
             texts = [(ch.text, ch.finish_reason) for ch in resp.choices or []]
         texts = [(t, r) for t, r in texts if t is not None]
         if len(texts) < n:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -67,20 +68,43 @@ def execute(recipe, resume_dir: Path | None, rerun: str | None = None) -> int:
     run = Run.open(recipe, resume_dir)  # RunError / ManifestError: reported by cli.main
     if rerun:
         print(f"rerun: forgot {', '.join(run.manifest.forget(rerun))}")
-    init_ray(recipe)
-    run.roles = Roles(recipe)
     from rprm_ray.deepspeed_setup import NonFiniteLossError
 
-    try:
-        run_pipeline(run)
-    except (RunError, ManifestError, NonFiniteLossError) as exc:
-        # One line naming the stage; finished stages are kept. A trainer actor's error arrives as
-        # Ray's RayTaskError (a subclass of the original): its `cause` is the message to show.
-        print(f"rprm-ray run: error: {getattr(exc, 'cause', None) or exc}", file=sys.stderr)
-        return 1
-    finally:
-        run.roles.shutdown()
-        write_report(run.dir)
-        run.finish()
+    with contextlib.ExitStack() as started:
+        if recipe.models.teacher.launch:
+            started.enter_context(launched_teacher(recipe, run.dir))
+        init_ray(recipe)
+        run.roles = Roles(recipe)
+        try:
+            run_pipeline(run)
+        except (RunError, ManifestError, NonFiniteLossError) as exc:
+            # One line naming the stage; finished stages are kept. A trainer actor's error arrives as
+            # Ray's RayTaskError (a subclass of the original): its `cause` is the message to show.
+            print(f"rprm-ray run: error: {getattr(exc, 'cause', None) or exc}", file=sys.stderr)
+            return 1
+        finally:
+            run.roles.shutdown()
+            write_report(run.dir)
+            run.finish()
     print(summary_text(run.dir))
     return 0
+
+
+@contextlib.contextmanager
+def launched_teacher(recipe, run_dir: Path):
+    """`models.teacher.launch`: vLLM's OpenAI-compatible server for the teacher model at the
+    recipe's url (on this machine), for the length of the run; its log is the run's
+    teacher-server.log."""
+    from urllib.parse import urlparse
+
+    from rprm_ray.hub import resolve_model
+    from rprm_ray.teacher_server import vllm_openai_server
+
+    t = recipe.models.teacher
+    url = urlparse(t.url)
+    model_dir = resolve_model(t.model, revision=t.revision, cache=recipe.models.hub_cache, where="models.teacher.model")
+    print(f"teacher: starting vLLM's OpenAI-compatible server for {t.model} on {url.hostname}:{url.port}", flush=True)
+    with vllm_openai_server(model_dir, served_name=t.model, host=url.hostname or "127.0.0.1", port=url.port,
+                            max_model_len=recipe.judge.max_model_len_tokens,
+                            log_path=run_dir / "teacher-server.log"):
+        yield

@@ -156,7 +156,10 @@ class DatasetTask(Task):
             )
             return empty("labeled_steps")
         if split not in self._labeled:
-            self._labeled[split] = labeled_steps_table(load_processbench(path), truncate=True)
+            solutions = load_processbench(path)
+            if self.cfg.max_labeled_solutions is not None:
+                solutions = solutions[: self.cfg.max_labeled_solutions]
+            self._labeled[split] = labeled_steps_table(solutions, truncate=True)
         return self._labeled[split]
 
     def policy_sft(self, problems: pa.Table) -> pa.Table:

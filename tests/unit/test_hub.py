@@ -106,3 +106,23 @@ def test_default_cache_is_hf_home(monkeypatch):
 
     assert hub_cache_dir() == Path(constants.HF_HUB_CACHE)
     assert hub_cache_dir("/x/y") == Path("/x/y")
+
+
+def test_a_missing_hub_id_is_laid_when_the_recipe_asks(tmp_path, offline):
+    recipe = load_recipe(ROOT / "recipes" / "paper_smoke.yaml", [f"models.hub_cache={tmp_path}"])
+    resolved = resolve_recipe_models(recipe)
+    assert set(resolved) == {"policy", "judge", "teacher"}  # the launched teacher resolves too
+    assert resolved["policy"].parent.parent.name == "models--rprm-smoke--tiny-chat"
+    assert json.loads((resolved["policy"] / "config.json").read_text())["max_position_embeddings"] == 4096
+    recipe = load_recipe(TINY, ["models.policy.name_or_path=rprm-smoke/absent", f"models.hub_cache={tmp_path}"])
+    with pytest.raises(ModelResolutionError, match="rprm-smoke/absent"):
+        resolve_recipe_models(recipe)  # lay_tiny_if_missing is off by default
+
+
+def test_teacher_launch_needs_a_local_openai_url():
+    from rprm_ray.config import RecipeError
+
+    with pytest.raises(RecipeError, match="teacher.launch starts a local server"):
+        load_recipe(TINY, ["models.teacher.launch=true"])
+    with pytest.raises(RecipeError, match="a url with a port"):
+        load_recipe(ROOT / "recipes" / "paper_smoke.yaml", ["models.teacher.url=http://127.0.0.1/v1"])

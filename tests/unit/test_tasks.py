@@ -321,3 +321,16 @@ def test_processbench_gsm8k_labeled_steps():
         else:
             assert labels == [True] * item.label + [False]  # truncated at the first wrong step
         assert rows[-1]["now_step"] == item.steps[len(rows) - 1]
+
+
+def test_max_labeled_solutions_takes_the_first_solutions_of_a_labeled_file(shared_data_dir):
+    from rprm_ray.config import TaskConfig
+    from rprm_ray.prompts import get_style
+    from rprm_ray.tasks.dataset import DatasetTask
+
+    cfg = TaskConfig(kind="dataset", max_labeled_solutions=3, dataset={
+        "train_problems": str(shared_data_dir / "math" / "gsm8k_test.jsonl"),
+        "eval_problems": str(shared_data_dir / "math" / "math500.jsonl"),
+        "train_labeled_solutions": str(shared_data_dir / "processbench" / "gsm8k.json")})
+    steps = DatasetTask(cfg, get_style("paper")).labeled_steps("train")
+    assert len(set(steps.column("solution_id").to_pylist())) == 3
