@@ -259,17 +259,24 @@ class GeneratorPool:
             ray.kill(self.actors[index], no_restart=True)
         except Exception:  # already gone
             pass
-        # The dead actor's name is released asynchronously; retry until it is free.
-        deadline = time.monotonic() + 60
+        # The dead actor's name is released asynchronously, and a node that just died may still
+        # look alive to the scheduler (the replacement then dies too): retry until the deadline.
+        deadline = time.monotonic() + self.cfg.start_timeout_s
         while True:
             try:
                 actor = self._start(name)
+                self._wait_ready([actor], [name])
                 break
-            except ValueError:
-                if time.monotonic() > deadline:
+            except ValueError:  # the name is still taken
+                pass
+            except Exception as exc:
+                if not waits.is_replica_death(exc):
                     raise
-                time.sleep(0.5)
-        self._wait_ready([actor], [name])
+                ray.kill(actor, no_restart=True)
+            if time.monotonic() > deadline:
+                raise waits.StuckError(waits.stuck_message(
+                    ROLE, name, f"replacing a dead replica on {self.model_dir}", self.cfg.start_timeout_s))
+            time.sleep(1.0)
         self.actors[index] = actor
         self.replacements += 1
 

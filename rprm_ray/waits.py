@@ -75,6 +75,8 @@ def is_replica_death(exc: BaseException) -> bool:
 
     if isinstance(exc, rex.RayTaskError):  # the replica ran and raised: not a death
         return False
+    if getattr(exc, "actor_init_failed", False):  # its constructor raised: a replacement would too
+        return False
     classes = tuple(getattr(rex, name) for name in _DEATH if hasattr(rex, name))
     return isinstance(exc, classes)
 

@@ -138,6 +138,7 @@ def test_replica_death_is_told_apart_from_the_replica_own_errors() -> None:
     assert waits.is_replica_death(rex.NodeDiedError("node gone"))
     task_error = rex.RayTaskError("expand", "Traceback ...", ValueError("bad"))
     assert not waits.is_replica_death(task_error)
+    assert not waits.is_replica_death(rex.ActorDiedError(task_error))  # its constructor raised
     assert not waits.is_replica_death(ValueError("bad"))
     assert not waits.is_replica_death(TimeoutError())
 
