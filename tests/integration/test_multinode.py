@@ -68,8 +68,12 @@ def simulate(out_path: Path) -> None:
         judge = roles.judge(model_dir)
         pool = roles.generator(model_dir)
 
-        def node_of(actor) -> str:
-            return ray.get(actor.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()))
+        def node_of(actor) -> str | None:
+            try:
+                return ray.get(actor.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()),
+                               timeout=60)
+            except ray.exceptions.RayActorError:  # on the removed node, and not called since
+                return None
 
         judge_nodes: dict[str, str] = {}
         for _ in range(20):  # the probes reach both replicas within a few rounds
@@ -133,8 +137,9 @@ def test_a_node_removed_mid_iteration_loses_no_row(tmp_path: Path) -> None:
     assert set(report["judge_nodes"]) | set(report["generator_nodes"]) <= workers
     assert len(set(report["judge_nodes"]) | set(report["generator_nodes"])) >= 2
     assert report["removed_node"] in set(report["generator_nodes"])
-    assert report["judge_calls_after_removal"] >= 1
-    assert report["generator_replacements"] >= 1
+    # The removal hit work: a judge request resent, or a generator replaced (whichever the search
+    # reached first on the dead node).
+    assert report["judge_retries"] + report["generator_replacements"] >= 1
     assert report["removed_node"] not in report["generator_nodes_after"]
     assert report["problem_ids"] == report["expected_problem_ids"]  # every problem exactly once
     assert report["equal"], "the search with a node removed gave other results than without"
