@@ -35,8 +35,8 @@ def test_paper_smoke_runs_every_stage_offline_from_hub_ids(mode, tmp_path, hub_t
     sets = [f"loop.mode={mode}", f"run_root={tmp_path}", f"model_cache={tmp_path / 'models'}", f"name={mode}",
             f"models.hub_cache={cache}", f"models.policy.name_or_path={repo_id}",
             f"models.judge.name_or_path={repo_id}", f"models.teacher.model={repo_id}"]
-    if mode == "psrlm":
-        sets.append("models.judge=null")
+    if mode == "psrlm":  # EFT pairs need questions with several labeled solutions: the whole file
+        sets += ["models.judge=null", "task.max_labeled_solutions=null"]
     args = [sys.executable, "-m", "rprm_ray.cli", "run", str(ROOT / "recipes" / "paper_smoke.yaml")]
     for s in sets:
         args += ["--set", s]
