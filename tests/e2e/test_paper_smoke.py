@@ -31,7 +31,8 @@ def _port_free(port: int) -> bool:
 
 # Measured: every stage up to the first DPO runs with rows (teacher server launched and stopped,
 # structured-output critiques and EFT judgments, chat-templated SFT), but the tiny models then write
-# near-miss formats ("Verififification: Is the step corrrect (Yes/No)? Yes" after 160 judge SFT steps),
+# near-miss formats ("Verififification: Is the step corrrect (Yes/No)? Yes" after 160 judge SFT steps,
+# "Is the ste corest (Yes/No)? Yes" after 320, loss 0.06: greedy and sampled critiques all invalid),
 # so judge_dpo (rprm) and step_dpo (psrlm) find zero pairs and fail by design. Until the smoke
 # models' SFT budget is measured to fix that, the test runs but is expected to fail.
 @pytest.mark.xfail(reason="tiny smoke models not yet trained enough to write valid verdicts for DPO pairs",
