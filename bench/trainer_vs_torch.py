@@ -201,10 +201,10 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
 
     import torch
 
-    from rprm_ray.training import _init_distributed, default_num_threads
+    from rprm_ray.training import default_num_threads, init_distributed
 
     torch.set_num_threads(default_num_threads())
-    _init_distributed("gloo")  # DeepSpeed's process group, also set up for the plain loop: same cost
+    init_distributed("gloo")  # DeepSpeed's process group, also set up for the plain loop: same cost
     sft, pairs = data(max(64, (args.steps + 2) * args.micro))
     variants = ["torch"] + [f"deepspeed zero{s}" for s in STAGES]
     rates: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
