@@ -26,9 +26,19 @@ BENCH = ROOT / "bench"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port between Ray's worker ports (10002-19999) and the kernel's ephemeral range
+    (32768-): a port the kernel hands out (bind to 0) can be taken by another connection before
+    Serve binds it, which failed a run ("Failed to bind to address 127.0.0.1:32931")."""
+    import random
+
+    for port in random.Random().sample(range(20000, 32000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise SystemExit("bench_all: no free port between 20000 and 32000 for Serve")
 
 
 # What each benchmark needs beside its size, from the run directory and its manifest state.
