@@ -89,7 +89,9 @@ def test_seed_stage_keeps_paid_answers_when_the_endpoint_fails_and_resume_asks_o
         recipe = Recipe.model_validate({
             "name": "teacher_resume", "run_root": str(tmp_path / "runs"), "loop": {"mode": "rprm"},
             "task": {"kind": "dataset", "dataset": _write_data(tmp_path), "train_problems": 3, "eval_problems": 1},
-            "models": {"prompt_style": "paper",
+            # Paper prompts do not fit the tiny models' 512 positions: keep them (truncated), as the
+            # data stage would otherwise leave every labeled solution out.
+            "models": {"prompt_style": "paper", "too_long": "truncate_left",
                        "teacher": {"kind": "openai", "url": proxy.url, "model": "teacher", "critiques_per_step": 2,
                                    "max_concurrent_requests": 1, "max_retries": 1, "retry_backoff_s": 0.0,
                                    "requests_per_shard": 1}},
@@ -145,7 +147,7 @@ def test_psrlm_eft_pairs_are_judged_by_the_served_teacher_in_both_orders(teacher
             "name": "eft", "run_root": str(tmp_path / "runs"), "loop": {"mode": "psrlm"},
             "bootstrap": {"pairwise_judge_examples": 8},
             "task": {"kind": "dataset", "dataset": _write_data(tmp_path), "train_problems": 3, "eval_problems": 1},
-            "models": {"prompt_style": "paper", "judge": None,
+            "models": {"prompt_style": "paper", "judge": None, "too_long": "truncate_left",
                        "teacher": {"kind": "openai", "url": proxy.url, "model": "teacher", "retry_backoff_s": 0.0,
                                    "max_retries": 20}},
             "judge": {"sampling": {"max_new_tokens": 8}},
