@@ -61,8 +61,21 @@ def init_distributed(backend: str) -> str:
     os.environ.setdefault("LOCAL_RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
     if not torch.distributed.is_initialized():
+        _forget_groups_of_a_destroyed_world()
         deepspeed.init_distributed(dist_backend=backend)
     return backend
+
+
+def _forget_groups_of_a_destroyed_world() -> None:
+    """DeepSpeed caches its data-parallel groups per process and drops them only when the world
+    is destroyed through `deepspeed.comm`. An in-process vLLM engine (or any library) that
+    destroys the world through torch leaves those groups behind, and the next engine fails with
+    "Group ... is not registered". With no world alive, no cached group can be valid."""
+    from deepspeed.utils import groups
+
+    release = getattr(groups, "_release_process_group_references", None)
+    if release is not None:  # a private function of the pinned DeepSpeed; absent elsewhere
+        release(group=None)
 
 
 def available_cpus() -> int:
