@@ -60,21 +60,33 @@ def init_distributed(backend: str) -> str:
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("LOCAL_RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
+    _forget_groups_of_a_destroyed_world()
     if not torch.distributed.is_initialized():
-        _forget_groups_of_a_destroyed_world()
         deepspeed.init_distributed(dist_backend=backend)
     return backend
+
+
+# DeepSpeed's per-process caches of the groups it made (deepspeed.utils.groups).
+_DEEPSPEED_GROUP_CACHES = ("_WORLD_GROUP", "_DATA_PARALLEL_GROUP", "_MODEL_PARALLEL_GROUP",
+                           "_TENSOR_MODEL_PARALLEL_GROUP", "_ZERO_PARAM_INTRA_PARALLEL_GROUP")
 
 
 def _forget_groups_of_a_destroyed_world() -> None:
     """DeepSpeed caches its data-parallel groups per process and drops them only when the world
     is destroyed through `deepspeed.comm`. An in-process vLLM engine (or any library) that
-    destroys the world through torch leaves those groups behind, and the next engine fails with
-    "Group ... is not registered". With no world alive, no cached group can be valid."""
+    destroys the world through torch, and maybe makes a new one, leaves those groups behind, and
+    the next DeepSpeed engine fails with "Group ... is not registered". A cached group that the
+    live world does not know is dropped, with every other cached group."""
+    import torch
     from deepspeed.utils import groups
+    from torch.distributed import distributed_c10d
 
     release = getattr(groups, "_release_process_group_references", None)
-    if release is not None:  # a private function of the pinned DeepSpeed; absent elsewhere
+    if release is None:  # a private function of the pinned DeepSpeed; absent elsewhere
+        return
+    alive = distributed_c10d._world.pg_group_ranks if torch.distributed.is_initialized() else {}
+    cached = [getattr(groups, name, None) for name in _DEEPSPEED_GROUP_CACHES]
+    if any(group is not None and group not in alive for group in cached):
         release(group=None)
 
 

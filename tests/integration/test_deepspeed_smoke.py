@@ -127,3 +127,20 @@ def test_save_reloads_with_same_checksum(trainer, tmp_path) -> None:
     assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is True
     tok = AutoTokenizer.from_pretrained(out)
     assert tok.decode(tok.encode("Q:1+2\n")) == "Q:1+2\n"
+
+
+def test_a_trainer_starts_after_another_library_remade_the_world(trainer, tiny_model_dir) -> None:
+    """An in-process vLLM engine destroys torch's world through torch (not deepspeed.comm) and the
+    next one makes its own; DeepSpeed's cached groups of the old world must not reach the next
+    trainer ("Group ... is not registered")."""
+    import torch
+
+    from rprm_ray.deepspeed_setup import _free_port
+    from rprm_ray.training import DeepSpeedTrainer
+
+    torch.distributed.destroy_process_group()
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    cfg = TrainerConfig(micro_batch_size_per_device=8, global_batch_size=8, warmup_ratio=0.0,
+                        deepspeed={"zero_stage": 2, "backend": "gloo"})
+    again = DeepSpeedTrainer(tiny_model_dir, cfg, progress=False)
+    assert again.sft(_sft_table(8), steps=1)["steps"] == 1
