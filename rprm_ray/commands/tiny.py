@@ -3,7 +3,8 @@
 The real path (hub ids, the offline cache, chat templates, an OpenAI-compatible teacher) then runs
 with no network: e.g. `HF_HUB_OFFLINE=1 rprm-ray run recipes/paper_smoke.yaml
 --set models.policy.name_or_path=ORG/NAME`. The model is random (its outputs are noise); its
-tokenizer is the byte-level one of `rprm_ray.tiny` with a ChatML-style chat template."""
+tokenizer is the byte-level one of `rprm_ray.tiny` (the verdict prefix one token) with a ChatML-style
+chat template."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-layers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-chat-template", action="store_true", help="a tokenizer without a chat template")
+    p.add_argument("--no-verdict-token", action="store_true",
+                   help="spell the judge's verdict prefix byte by byte (default: one token, as tiny judges have)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
                               num_heads=max(1, args.hidden_size // 64), intermediate_size=4 * args.hidden_size,
                               max_position_embeddings=args.max_position_embeddings)
         path = lay_tiny_model(args.repo_id, cache=args.cache, tiny_cfg=cfg, seed=args.seed,
-                              chat_template=None if args.no_chat_template else CHATML_TEMPLATE)
+                              chat_template=None if args.no_chat_template else CHATML_TEMPLATE,
+                              verdict_token=not args.no_verdict_token)
     except (ValidationError, ModelResolutionError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2

@@ -60,7 +60,7 @@ def teacher_pairwise_sft(run: Run, num_examples: int) -> tuple[pa.Table, dict]:
     if teacher.kind == "openai":
         from rprm_ray.teacher_client import TeacherClient
 
-        client = TeacherClient(teacher, max_tokens)
+        client = TeacherClient(teacher, max_tokens, extra_body=teacher.pairwise_extra_body)
         store = run.shards("teacher_pairwise", "teacher_responses")
 
         def judge(prompts: list[str]) -> list[str]:

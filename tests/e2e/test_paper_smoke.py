@@ -29,24 +29,19 @@ def _port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-# The tiny smoke models learn the paper formats only partly in the recipe's SFT budget: measured,
-# the rprm judge then writes near-miss verdict lines ("Is the ste corest (Yes/No)? Yes"), so every
-# critique is invalid and judge_dpo has no pairs; psrlm's teacher-written pairwise (EFT) examples are
-# mostly unparsable from the random tiny teacher, and where some survive its self-judged search finds
-# no step pairs.
-# Such a stage must stop the run with one line naming it (never train on zero rows or keep the old
-# model), so the run either finishes every stage or stops exactly there. Every stage before it has
-# run for real on the real path, with rows.
-ZERO_ROW_STOPS = {  # stage where the run may stop -> the stages that must have finished before it
-    "rprm": {"iter_0/judge_dpo": {"iter_0/judge_seed", "iter_0/judge_sft", "iter_0/judge_eval_sft",
-                                  "iter_0/judge_samples"}},
-    "psrlm": {"iter_0/policy_sft": set(), "iter_1/step_dpo": {"iter_0/policy_sft", "iter_0/policy_eval",
-                                                              "iter_1/search"}},
+# Every stage each mode runs (the recipe: one iteration). The tiny smoke models learn the paper
+# formats in the recipe's short SFT only because the teacher is held to bare formats and the tiny
+# tokenizer spells the verdict prefix as one token (recipes/paper_smoke.yaml says why).
+STAGES = {
+    "rprm": {"iter_0/data", "iter_0/judge_seed", "iter_0/judge_sft", "iter_0/judge_eval_sft",
+             "iter_0/judge_samples", "iter_0/judge_dpo", "iter_0/judge_eval_dpo"},
+    "psrlm": {"iter_0/data", "iter_0/policy_sft", "iter_0/policy_eval", "iter_1/search", "iter_1/step_dpo",
+              "iter_1/policy_eval"},
 }
 
 
 @pytest.mark.parametrize("mode", ["rprm", "psrlm"])
-def test_paper_smoke_from_hub_ids_offline_finishes_or_stops_at_a_zero_row_stage(mode, tmp_path, hub_tiny_cache, shared_data_dir):
+def test_paper_smoke_from_hub_ids_offline_runs_every_stage(mode, tmp_path, hub_tiny_cache, shared_data_dir):
     cache, repo_id = hub_tiny_cache
     sets = [f"loop.mode={mode}", f"run_root={tmp_path}", f"model_cache={tmp_path / 'models'}", f"name={mode}",
             f"models.hub_cache={cache}", f"models.policy.name_or_path={repo_id}",
@@ -59,27 +54,15 @@ def test_paper_smoke_from_hub_ids_offline_finishes_or_stops_at_a_zero_row_stage(
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1")
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run_dir = tmp_path / mode
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    stages = manifest["stages"]
-    if done.returncode == 0:
-        expected = {"iter_0/data"} | ({"iter_0/judge_seed", "iter_0/judge_sft", "iter_0/judge_dpo"}
-                                      if mode == "rprm" else {"iter_0/policy_sft", "iter_1/search", "iter_1/step_dpo"})
-    else:
-        errors = [ln for ln in done.stderr.splitlines() if ln.startswith("rprm-ray run: error: ")]
-        stops = ZERO_ROW_STOPS[mode]
-        stopped = next((key for key in stops if errors and errors[0].startswith(f"rprm-ray run: error: stage {key}: ")),
-                       None)
-        assert done.returncode == 1 and len(errors) == 1 and stopped, done.stdout[-3000:] + done.stderr[-3000:]
-        assert stopped not in stages, f"{stopped} failed but was recorded as finished"
-        expected = {"iter_0/data"} | stops[stopped]
-        empty_ok = {"pairs"}  # the zero pairs that stop the run are its finished stages' honest output
-    assert expected <= set(stages), sorted(stages)
+    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    assert STAGES[mode] <= set(stages), sorted(stages)
     for key, stage in stages.items():
         for name, rel in stage["outputs"].items():
-            if done.returncode != 0 and name in empty_ok:
-                continue
             assert pq.read_metadata(run_dir / rel).num_rows > 0, f"{key}/{name} wrote no rows"
+    trained = "iter_0/judge_dpo" if mode == "rprm" else "iter_1/step_dpo"
+    assert stages[trained]["metrics"]["steps"] >= 1 and stages[trained]["metrics"]["pairs"] >= 1
     assert (run_dir / "report.html").is_file()
     assert (run_dir / "teacher-server.log").is_file()
     assert _port_free(TEACHER_PORT), "the run left its teacher server running"

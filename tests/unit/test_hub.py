@@ -39,6 +39,12 @@ def test_laid_tiny_model_resolves_offline_in_the_hubs_layout(hub_tiny_cache, off
     assert path == (repo / "snapshots" / commit).resolve()
     assert json.loads((path / "config.json").read_text())["max_position_embeddings"] == 4096
     assert "<|im_start|>" in (path / "chat_template.jinja").read_text()
+    from transformers import AutoTokenizer
+
+    from rprm_ray.prompts import VERDICT_PREFIX
+
+    # The verdict prefix is one token, as in the tiny world's judges (a smoke-sized judge learns it).
+    assert len(AutoTokenizer.from_pretrained(path)(VERDICT_PREFIX, add_special_tokens=False).input_ids) == 1
 
 
 def test_missing_hub_model_names_model_revision_and_cache(tmp_path, offline):

@@ -182,3 +182,24 @@ def test_a_resume_may_change_how_the_teacher_is_reached_but_not_what_it_is_asked
     hotter = load_recipe(tiny, [f"run_root={tmp_path}", "models.teacher.temperature=0.9"])
     with pytest.raises(RunError, match=r"models.teacher.temperature: 0.4 -> 0.9"):
         Run.open(hotter, resume_dir=run.dir)
+
+
+def test_each_request_is_seeded_from_the_recipe_and_its_prompt_and_carries_its_extra_body(tmp_path):
+    from rprm_ray.engines.base import prompt_seed
+
+    pairwise = {"structured_outputs": {"regex": "\\[\\[(A|B)\\]\\]"}}
+    with FlakyProxy(answer=answer) as proxy:
+        critic = TeacherClient(cfg(proxy.url, seed=7, extra_body={"top_k": 5}), max_tokens=16)
+        critic.generate(["a", "b"], 1, store(tmp_path))
+        judge = TeacherClient(cfg(proxy.url, seed=7, extra_body={"top_k": 5}), max_tokens=16, extra_body=pairwise)
+        judge.generate(["a"], 1, ShardStore(tmp_path / "pairwise", "teacher_responses"))
+        unseeded = TeacherClient(cfg(proxy.url, seed=None), max_tokens=16)
+        unseeded.generate(["c"], 1, ShardStore(tmp_path / "unseeded", "teacher_responses"))
+    by_prompt = {(b["messages"][-1]["content"], "structured_outputs" in b): b for b in proxy.bodies}
+    # One seed per prompt: one shared seed drew the same random numbers for every request.
+    assert by_prompt[("a", False)]["seed"] == prompt_seed(7, "a") != by_prompt[("b", False)]["seed"] == prompt_seed(7, "b")
+    assert by_prompt[("a", False)]["top_k"] == 5 and by_prompt[("b", False)]["top_k"] == 5
+    assert by_prompt[("a", True)]["structured_outputs"] == pairwise["structured_outputs"]
+    assert "top_k" not in by_prompt[("a", True)]  # the pairwise body replaces the critiques' one
+    assert "seed" not in by_prompt[("c", False)]
+    assert critic.request_id("a", 1) != judge.request_id("a", 1)  # persisted answers never mix
