@@ -5,9 +5,9 @@ A `ShardStore` is a directory of shards of one batch kind. Two ways to use it:
 
 - fixed chunks (`map_chunk_tables`, `map_chunks`): the stage's input is cut into numbered chunks
   (run one at a time or several at once); a chunk whose shards exist is read back instead of
-  computed. The shard's name carries a fingerprint of the
-  chunk's input, so a shard made from other input is never mistaken for this one. The result is
-  the chunks' tables in chunk order: equal to an uninterrupted run's.
+  computed. The shard's name carries a fingerprint of the chunk's input, so a shard made from
+  other input is never mistaken for this one. The result is the chunks' tables in chunk order:
+  equal to an uninterrupted run's.
 - open-ended appends (`append` / `table`): results that finish in any order (a teacher's
   concurrent requests) are written as numbered shards as they accumulate; on resume the caller
   reads `table()` and asks only for what is missing.
