@@ -195,8 +195,8 @@ class Run:
                    kinds: Mapping[str, str], concurrent: int = 1) -> dict[str, pa.Table]:
         """`shards.map_chunk_tables` with every finished chunk persisted under the running stage's
         `chunks/<name>/<output>/`: a stage killed at any point and resumed reads its finished chunks
-        back and computes the rest. The log and a progress bar say how many chunks were reused;
-        the stage's metrics get `chunks` and `chunks_reused`."""
+        back and computes the rest. The log (and a progress bar, past one chunk) says how many
+        chunks were reused; the stage's metrics get `chunks` and `chunks_reused`."""
         from rprm_ray.progress import progress_bar
         from rprm_ray.shards import map_chunk_tables
 
@@ -206,7 +206,7 @@ class Run:
         total = -(-n // size) if size >= 1 else 0
         counts[0] += total
         reused = 0
-        with progress_bar(total, f"{self.current_stage} {name}", unit="chunk") as bar:
+        with progress_bar(total, f"{self.current_stage} {name}", unit="chunk", enabled=total > 1) as bar:
             def on_chunk(index: int, total: int, was_reused: bool) -> None:
                 nonlocal reused
                 reused += was_reused
