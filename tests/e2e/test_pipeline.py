@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from micro_world import ROOT, cli_args, finished_stages, free_port, stage_outputs
+from micro_world import RECIPE, ROOT, cli_args, finished_stages, free_port, stage_outputs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -117,10 +118,32 @@ def _finished_chunks(run_dir: Path) -> int:
     return len(list((run_dir / KILL_IN / "chunks" / "search" / "trace").glob("chunk-*.parquet")))
 
 
+def _copy_until(full_dir: Path, run_dir: Path, sets: list[str], stage: str) -> list[str]:
+    """`run_dir`: the uninterrupted run's stages before `stage` (outputs, manifest; their models are
+    read from `full_dir`), recorded under the recipe that `sets` makes, so a driver resuming it
+    starts at `stage` without training again what the session's run trained. Returns those stages."""
+    from rprm_ray.config import dump_recipe, load_recipe
+    from rprm_ray.manifest import Manifest, recipe_fingerprint
+
+    kept = GUIDED[:GUIDED.index(stage)]
+    for key in kept:
+        shutil.copytree(full_dir / key, run_dir / key, ignore=shutil.ignore_patterns("model"))
+    shutil.copy(full_dir / "manifest.json", run_dir / "manifest.json")
+    recipe = load_recipe(RECIPE, sets)
+    manifest = Manifest.load(run_dir)
+    manifest.forget(stage)
+    manifest.data["recipe"] = recipe.model_dump(mode="json")
+    manifest.data["recipe_fingerprint"] = recipe_fingerprint(manifest.data["recipe"])
+    manifest.save()
+    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+    return kept
+
+
 def test_killed_driver_resumes_to_the_uninterrupted_outputs(micro_runs, tmp_path):
-    """SIGKILL at a random point inside the search, once a random number of its chunks is on disk
-    (mid-chunk, or mid-write); the resumed run reads those chunks back and computes the rest.
-    RPRM_KILL_SEED replays a failure's kill point."""
+    """A driver SIGKILLed at a random point inside the search, once a random number of its chunks
+    is on disk (mid-chunk, or mid-write); resumed, it reads those chunks back, computes the rest and
+    every later stage, and gives the uninterrupted run's outputs. RPRM_KILL_SEED replays a failure's
+    kill point. The driver starts from a copy of the uninterrupted run's earlier stages."""
     seed = int(os.environ.get("RPRM_KILL_SEED", time.time_ns() % 2**32))
     rng = random.Random(seed)
     wait_for, delay = rng.randint(1, CHUNKS - 2), rng.uniform(0.0, 0.1)
@@ -128,9 +151,9 @@ def test_killed_driver_resumes_to_the_uninterrupted_outputs(micro_runs, tmp_path
     full_dir, _ = micro_runs.get("guided")
     sets = micro_runs.sets("guided", tmp_path, "killed", serve_port=free_port())
     run_dir = tmp_path / "killed"
-    proc = subprocess.Popen(_driver(cli_args(sets)), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    before = GUIDED[:GUIDED.index(KILL_IN)]
+    before = _copy_until(full_dir, run_dir, sets, KILL_IN)
+    proc = subprocess.Popen(_driver(cli_args(sets, "--resume", str(run_dir))), cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
     while _finished_chunks(run_dir) < wait_for:
         assert proc.poll() is None, "the driver exited before the stage to kill in"
