@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from test_search_world import OracleScorer, world
+from test_search_world import OracleJudge, OracleScorer, world
 
 from rprm_ray import batches
 from rprm_ray.config import load_recipe
@@ -139,10 +139,10 @@ class DiesAfter:
         return self.inner.expand(prefixes, w, sampling)
 
 
-def _search_run(tmp_path: Path, name: str, generator, judge, *extra: str) -> Run:
+def _search_run(tmp_path: Path, name: str, generator, judge, *extra: str, mode: str = "guided") -> Run:
     _, table, _ = world(6, p_correct=0.3, guarantee_correct=True)
     recipe = load_recipe(ROOT / "recipes" / "tiny_arith.yaml",
-                         [f"run_root={tmp_path}", f"name={name}", "loop.mode=guided", "loop.problems_per_iteration=6",
+                         [f"run_root={tmp_path}", f"name={name}", f"loop.mode={mode}", "loop.problems_per_iteration=6",
                           "generator.candidates_per_step=4", "search.batch_prompts=2", *extra])
     run = Run.open(recipe, roles=Roles(generator, judge))
     run.stage(DATA, lambda: StageResult(tables={"problems_train": (table, "problems")},
@@ -156,17 +156,18 @@ def _outputs(run: Run) -> dict[str, list[dict]]:
                                ("search_trace", "search_trace"))}
 
 
-@pytest.mark.parametrize("concurrent", [1, 2])
-def test_a_search_stage_killed_midway_resumes_to_the_uninterrupted_outputs(tmp_path, concurrent):
+@pytest.mark.parametrize(("mode", "concurrent"), [("guided", 1), ("guided", 2), ("psrlm", 1)])
+def test_a_search_stage_killed_midway_resumes_to_the_uninterrupted_outputs(tmp_path, mode, concurrent):
     _, _, gen = world(6, p_correct=0.3, guarantee_correct=True)
-    judge = OracleScorer(gen.problems)
-    full = _search_run(tmp_path, "full", gen, judge, f"search.concurrent_chunks={concurrent}")
+    judge = OracleScorer(gen.problems) if mode == "guided" else OracleJudge(gen.problems)
+    full = _search_run(tmp_path, "full", gen, judge, f"search.concurrent_chunks={concurrent}", mode=mode)
     metrics = full.stage("iter_1/search", lambda: self_reward_search_stage(full, 1))
     assert metrics["chunks"] == 3 and metrics["chunks_reused"] == 0
     assert not full.chunks_dir("iter_1/search").exists()  # removed once the stage is recorded
 
     # Each chunk takes 3 levels: killed inside the chunk after the first one (two, run concurrently).
-    killed = _search_run(tmp_path, "killed", DiesAfter(gen, 4 if concurrent == 1 else 7), judge, f"search.concurrent_chunks={concurrent}")
+    killed = _search_run(tmp_path, "killed", DiesAfter(gen, 4 if concurrent == 1 else 7), judge,
+                         f"search.concurrent_chunks={concurrent}", mode=mode)
     with pytest.raises(KeyboardInterrupt):
         killed.stage("iter_1/search", lambda: self_reward_search_stage(killed, 1))
     finished = ShardStore(killed.chunks_dir("iter_1/search") / "search" / "trace", "search_trace").finished_chunks()
