@@ -126,8 +126,9 @@ def _copy_until(full_dir: Path, run_dir: Path, sets: list[str], stage: str) -> l
     from rprm_ray.manifest import Manifest, recipe_fingerprint
 
     kept = GUIDED[:GUIDED.index(stage)]
-    for key in kept:
-        shutil.copytree(full_dir / key, run_dir / key, ignore=shutil.ignore_patterns("model"))
+    for key in kept:  # a stage whose model is cached and that writes no table has no directory
+        if (full_dir / key).is_dir():
+            shutil.copytree(full_dir / key, run_dir / key, ignore=shutil.ignore_patterns("model"))
     shutil.copy(full_dir / "manifest.json", run_dir / "manifest.json")
     recipe = load_recipe(RECIPE, sets)
     manifest = Manifest.load(run_dir)
