@@ -113,10 +113,6 @@ def run_in_chunks(problems: pa.Table, size: int, run_chunk: Callable[[pa.Table],
                                            {"results": "search_results"}, concurrent)["results"]
 
 
-def concat_results(tables: list[pa.Table]) -> pa.Table:
-    return pa.concat_tables(tables) if tables else RESULTS_SCHEMA.empty_table()
-
-
 def result_row(
     state: ProblemState,
     strategy: str,
