@@ -219,6 +219,9 @@ class GeneratorConfig(_Strict):
     start_timeout_s: float = Field(900.0, gt=0.0)
     call_timeout_s: float = Field(900.0, gt=0.0)
     call_retries: int = Field(2, ge=0)
+    # Problems per persisted chunk of an evaluation pass (held-out pass@1, Best-of-N samples): a
+    # stage killed midway resumes from its finished chunks (rprm_ray.shards).
+    problems_per_chunk: int = Field(256, ge=1)
 
     @model_validator(mode="after")
     def _tp(self) -> GeneratorConfig:
@@ -281,6 +284,9 @@ class JudgeConfig(_Strict):
     request_retries: int = Field(2, ge=0)
     health_check_period_s: float = Field(10.0, gt=0.0)
     health_check_timeout_s: float = Field(30.0, gt=0.0)
+    # Labeled steps per persisted chunk of a judge pass (critique sampling for DPO, F1 evaluation):
+    # a stage killed midway resumes from its finished chunks (rprm_ray.shards).
+    steps_per_chunk: int = Field(1024, ge=1)
 
     @model_validator(mode="after")
     def _tp(self) -> JudgeConfig:

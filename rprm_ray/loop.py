@@ -11,8 +11,9 @@ Only this module (and the CLI) import `actors/`, lazily, through `Roles`.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ class Run:
         self._task: Any = None
         self.tracker: Any = None  # rprm_ray.tracking.Tracker when the recipe has a `tracking:` block
         self.current_stage: str | None = None
+        self._chunk_counts: dict[str, list[int]] = {}  # running stage's chunked work: name -> [chunks, reused]
 
     @property
     def task(self) -> Any:
@@ -138,6 +140,7 @@ class Run:
         from rprm_ray.teacher_client import TeacherError
 
         self.current_stage = key
+        self._chunk_counts = {}
         try:
             with waits.in_stage(key):  # a stuck role's message names the stage
                 result = fn()
@@ -145,12 +148,17 @@ class Run:
             raise StageError(f"stage {key}: {exc}") from None
         finally:
             self.current_stage = None
+        if self._chunk_counts:
+            result.metrics["chunks"] = sum(total for total, _ in self._chunk_counts.values())
+            result.metrics["chunks_reused"] = sum(reused for _, reused in self._chunk_counts.values())
         outputs = {}
         for name, (table, kind) in result.tables.items():
             path = batches.to_parquet(table, self.dir / key / f"{name}.parquet", kind)
             outputs[name] = str(path.relative_to(self.dir))
         seconds = time.perf_counter() - t0
         self.manifest.record(key, outputs, result.metrics, seconds, result.state)
+        # The stage's outputs now hold everything its chunks did: they would only take disk space.
+        shutil.rmtree(self.chunks_dir(key), ignore_errors=True)
         if self.tracker is not None:
             self.tracker.log_stage(key, result.metrics, seconds)
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in result.metrics.items() if _scalar(v))
@@ -170,6 +178,10 @@ class Run:
             raise RunError(f"{exc}; stage {key}'s output is unusable: rerun it with "
                            f"--resume {self.dir} --rerun {key}") from None
 
+    def chunks_dir(self, key: str) -> Path:
+        """Where stage `key` keeps its finished chunks until it is recorded (then removed)."""
+        return self.dir / key / "chunks"
+
     def shards(self, name: str, kind: str) -> Any:
         """A `shards.ShardStore` for the finished chunks of the running stage
         (`<stage>/chunks/<name>/`): a stage resumed after a kill reads them back."""
@@ -177,7 +189,49 @@ class Run:
 
         if self.current_stage is None:
             raise RunError(f"shard store {name!r} asked for outside a stage")
-        return ShardStore(self.dir / self.current_stage / "chunks" / name, kind, where=f"stage {self.current_stage}")
+        return ShardStore(self.chunks_dir(self.current_stage) / name, kind, where=f"stage {self.current_stage}")
+
+    def map_chunks(self, name: str, items: Any, size: int, fn: Callable[[Any], Mapping[str, pa.Table]],
+                   kinds: Mapping[str, str], concurrent: int = 1) -> dict[str, pa.Table]:
+        """`shards.map_chunk_tables` with every finished chunk persisted under the running stage's
+        `chunks/<name>/<output>/`: a stage killed at any point and resumed reads its finished chunks
+        back and computes the rest. The log (and a progress bar, past one chunk) says how many
+        chunks were reused; the stage's metrics get `chunks` and `chunks_reused`."""
+        from rprm_ray.progress import progress_bar
+        from rprm_ray.shards import map_chunk_tables
+
+        stores = {out: self.shards(f"{name}/{out}", kind) for out, kind in kinds.items()}
+        counts = self._chunk_counts.setdefault(name, [0, 0])
+        n = items.num_rows if isinstance(items, pa.Table) else len(items)
+        total = -(-n // size) if size >= 1 else 0
+        counts[0] += total
+        reused = 0
+        with progress_bar(total, f"{self.current_stage} {name}", unit="chunk", enabled=total > 1) as bar:
+            def on_chunk(index: int, total: int, was_reused: bool) -> None:
+                nonlocal reused
+                reused += was_reused
+                bar.update(1)
+                bar.set_postfix(reused=reused)
+
+            tables = map_chunk_tables(items, size, fn, kinds, stores=stores, concurrent=concurrent,
+                                      on_chunk=on_chunk)
+        counts[1] += reused
+        if reused:
+            self.say(f"[part] {self.current_stage}: {name} reused {reused} of {total} chunks finished earlier")
+        return tables
+
+    def chunk_map(self, name: str) -> Callable[..., dict[str, pa.Table]]:
+        """`map_chunks` under `name`, in the form a search takes (`search.base.ChunkMap`)."""
+        return lambda items, size, fn, kinds, concurrent=1: self.map_chunks(name, items, size, fn, kinds, concurrent)
+
+    def rerun(self, key: str) -> list[str]:
+        """Forget stage `key` and every later one (`Manifest.forget`), and remove the chunks of every
+        stage not recorded now: a stage killed after `key` computed them from what is redone."""
+        dropped = self.manifest.forget(key)
+        for chunks in self.dir.glob("*/*/chunks"):
+            if not self.manifest.is_done(str(chunks.parent.relative_to(self.dir))):
+                shutil.rmtree(chunks, ignore_errors=True)
+        return dropped
 
     def require_rows(self, table: pa.Table, why: str) -> pa.Table:
         """`table` if it has rows; else the stage fails with one message naming it and `why`."""

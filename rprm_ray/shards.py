@@ -3,10 +3,11 @@ what was not finished.
 
 A `ShardStore` is a directory of shards of one batch kind. Two ways to use it:
 
-- fixed chunks (`map_chunks`): the stage's input is cut into numbered chunks; a chunk whose
-  shard exists is read back instead of computed. The shard's name carries a fingerprint of the
-  chunk's input, so a shard made from other input is never mistaken for this one. The result is
-  the chunks' tables in chunk order: equal to an uninterrupted run's.
+- fixed chunks (`map_chunk_tables`, `map_chunks`): the stage's input is cut into numbered chunks
+  (run one at a time or several at once); a chunk whose shards exist is read back instead of
+  computed. The shard's name carries a fingerprint of the chunk's input, so a shard made from
+  other input is never mistaken for this one. The result is the chunks' tables in chunk order:
+  equal to an uninterrupted run's.
 - open-ended appends (`append` / `table`): results that finish in any order (a teacher's
   concurrent requests) are written as numbered shards as they accumulate; on resume the caller
   reads `table()` and asks only for what is missing.
@@ -23,7 +24,9 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -123,31 +126,97 @@ class ShardStore:
         return sorted({int(m.group(1)) for p in self.dir.iterdir() if (m := _CHUNK.match(p.name))})
 
 
-def map_chunks(store: ShardStore, items: Sequence[Any] | pa.Table, size: int,
-               fn: Callable[[Any], pa.Table], *, on_chunk: Callable[[int, int, bool], None] | None = None
-               ) -> pa.Table:
-    """Apply `fn` to consecutive chunks of `items` (`size` items each; a list or a pyarrow Table),
-    persisting each result in `store`; chunks finished by an earlier, interrupted attempt are read
-    back. Returns the chunks' tables concatenated in chunk order. `on_chunk(index, total, reused)`
-    reports progress."""
+def chunk_key(chunk: Any) -> str:
+    """The fingerprint of one chunk's input (a list of JSON-able items, or a pyarrow Table)."""
+    return fingerprint(chunk.to_pylist() if isinstance(chunk, pa.Table) else chunk)
+
+
+def map_chunk_tables(items: Sequence[Any] | pa.Table, size: int, fn: Callable[[Any], Mapping[str, pa.Table]],
+                     kinds: Mapping[str, str], *, stores: Mapping[str, ShardStore] | None = None,
+                     concurrent: int = 1, on_chunk: Callable[[int, int, bool], None] | None = None
+                     ) -> dict[str, pa.Table]:
+    """Apply `fn` to consecutive chunks of `items` (`size` items each; a list or a pyarrow Table);
+    `fn` returns one table per name of `kinds` ({name: batch kind}). Returns each name's tables
+    concatenated in chunk order.
+
+    With `stores` ({name: ShardStore}, one per name), every finished chunk is persisted as it
+    finishes, and a chunk whose shards all exist (made from the same input) is read back instead
+    of computed: a stage interrupted at any point and run again gives the uninterrupted result. A
+    chunk's shards are written name by name; one left incomplete by a kill is computed again.
+    Without `stores` nothing is persisted (a search called outside a run).
+
+    With `concurrent` > 1, that many chunks run at once in threads (search: one chunk waits on the
+    generator while another waits on the judge). `on_chunk(index, total, reused)` reports each
+    chunk as it is read back or finished (from one thread at a time)."""
     if size < 1:
         raise ValueError(f"chunk size must be >= 1, got {size}")
+    if stores is not None and set(stores) != set(kinds):
+        raise ValueError(f"stores {sorted(stores)} do not match the outputs {sorted(kinds)}")
+    for name, kind in kinds.items():
+        if stores is not None and stores[name].kind != kind:
+            raise ValueError(f"{stores[name].where}: store {name!r} holds {stores[name].kind!r}, not {kind!r}")
     n = items.num_rows if isinstance(items, pa.Table) else len(items)
-    starts = list(range(0, n, size))
-    out = []
-    for index, start in enumerate(starts):
-        if isinstance(items, pa.Table):
-            chunk = items.slice(start, size)
-            key = fingerprint(chunk.to_pylist())
-        else:
-            chunk = list(items[start:start + size])
-            key = fingerprint(chunk)
-        done = store.chunk(index, key)
-        reused = done is not None
-        if done is None:
-            done = batches.validate(fn(chunk), store.kind, where=store.where)
-            store.put_chunk(index, key, done)
+    parts = [items.slice(start, size) if isinstance(items, pa.Table) else list(items[start:start + size])
+             for start in range(0, n, size)]
+    keys = [chunk_key(p) for p in parts] if stores is not None else [""] * len(parts)
+    out: list[dict[str, pa.Table] | None] = [None] * len(parts)
+    lock = threading.Lock()
+
+    def report(index: int, reused: bool) -> None:
         if on_chunk is not None:
-            on_chunk(index, len(starts), reused)
-        out.append(done)
-    return batches.concat(out, store.kind)
+            with lock:
+                on_chunk(index, len(parts), reused)
+
+    todo = []
+    for index, key in enumerate(keys):
+        done = _finished_chunk(stores, index, key) if stores is not None else None
+        if done is None:
+            todo.append(index)
+        else:
+            out[index] = done
+            report(index, True)
+
+    def compute(index: int) -> None:
+        got = fn(parts[index])
+        missing = set(kinds) - set(got)
+        if missing:
+            raise ValueError(f"a chunk gave no {sorted(missing)} table")
+        tables = {name: batches.validate(got[name], kind, where=f"chunk {index} ({name})")
+                  for name, kind in kinds.items()}
+        if stores is not None:
+            for name in kinds:
+                stores[name].put_chunk(index, keys[index], tables[name])
+        out[index] = tables
+        report(index, False)
+
+    if concurrent <= 1 or len(todo) <= 1:
+        for index in todo:
+            compute(index)
+    else:
+        with ThreadPoolExecutor(max_workers=concurrent, thread_name_prefix="chunk") as pool:
+            futures = [pool.submit(compute, index) for index in todo]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:  # the first failure: chunks not started are dropped, finished ones stay
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    return {name: batches.concat([o[name] for o in out], kind) for name, kind in kinds.items()}
+
+
+def _finished_chunk(stores: Mapping[str, ShardStore], index: int, key: str) -> dict[str, pa.Table] | None:
+    tables = {}
+    for name, store in stores.items():
+        table = store.chunk(index, key)
+        if table is None:
+            return None
+        tables[name] = table
+    return tables
+
+
+def map_chunks(store: ShardStore, items: Sequence[Any] | pa.Table, size: int,
+               fn: Callable[[Any], pa.Table], *, concurrent: int = 1,
+               on_chunk: Callable[[int, int, bool], None] | None = None) -> pa.Table:
+    """`map_chunk_tables` with one output table per chunk, persisted in `store`."""
+    return map_chunk_tables(items, size, lambda chunk: {"": fn(chunk)}, {"": store.kind}, stores={"": store},
+                            concurrent=concurrent, on_chunk=on_chunk)[""]

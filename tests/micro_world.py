@@ -28,6 +28,7 @@ MICRO = [
     "evaluation.bon_samples_per_prompt=[1,2]", "evaluation.critiques_per_step=[1,2]",
     "search.samples_per_prompt=2", "search.beam_width=2", "search.candidates_per_step=2", "search.max_depth=3",
     "search.sampling.max_new_tokens=16",
+    "search.batch_prompts=2",  # searches in 4 persisted chunks: the kill-and-resume test kills between them
 ]
 
 

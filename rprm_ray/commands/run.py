@@ -67,7 +67,7 @@ def execute(recipe, resume_dir: Path | None, rerun: str | None = None) -> int:
 
     run = Run.open(recipe, resume_dir)  # RunError / ManifestError: reported by cli.main
     if rerun:
-        print(f"rerun: forgot {', '.join(run.manifest.forget(rerun))}")
+        print(f"rerun: forgot {', '.join(run.rerun(rerun))}")
     from rprm_ray.deepspeed_setup import NonFiniteLossError
 
     with contextlib.ExitStack() as started:

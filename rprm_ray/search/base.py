@@ -8,10 +8,9 @@ took hours; see docs). Roles exchange Arrow tables with schemas from `rprm_ray.b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import pyarrow as pa
 
@@ -21,8 +20,6 @@ from rprm_ray.engines.base import prompt_seed
 from rprm_ray.evaluation.bon import canonical_answer, select_best
 from rprm_ray.prompts import PromptStyle
 from rprm_ray.scoring import aggregate
-
-T = TypeVar("T")
 
 
 class StepGenerator(Protocol):
@@ -91,31 +88,29 @@ def problem_states(problems: pa.Table) -> list[ProblemState]:
     return [ProblemState(r["problem_id"], r["question"], r["answer"]) for r in problems.to_pylist()]
 
 
-def chunks(problems: pa.Table, size: int) -> Iterator[pa.Table]:
-    """Consecutive slices of `size` prompts: each slice is advanced together, level by level."""
-    for start in range(0, problems.num_rows, size):
-        yield problems.slice(start, size)
+# (problems, chunk size, chunk -> {output: table}, {output: batch kind}, chunks at once) ->
+# {output: table in chunk order}. A run passes `Run.chunk_map(...)`, which persists each finished
+# chunk so a resumed stage reads it back; `in_memory_chunks` persists nothing.
+ChunkMap = Callable[[pa.Table, int, Callable[[pa.Table], Mapping[str, pa.Table]], Mapping[str, str], int],
+                    dict[str, pa.Table]]
 
 
-def map_chunks(problems: pa.Table, size: int, run_chunk: Callable[[pa.Table], T], concurrent: int = 1) -> list[T]:
-    """`run_chunk` over consecutive chunks of `size` prompts, in chunk order. With `concurrent` > 1,
-    that many chunks run at once in threads: a chunk waits on the generator while another waits on
-    the judge, so the two engines work at the same time (two chunks of 256: a search 1.5x faster
-    than one of 512, the same results)."""
-    parts = list(chunks(problems, size))
-    if concurrent <= 1 or len(parts) <= 1:
-        return [run_chunk(part) for part in parts]
-    with ThreadPoolExecutor(max_workers=concurrent, thread_name_prefix="search-chunk") as pool:
-        return list(pool.map(run_chunk, parts))
+def in_memory_chunks(problems: pa.Table, size: int, run_chunk: Callable[[pa.Table], Mapping[str, pa.Table]],
+                     kinds: Mapping[str, str], concurrent: int = 1) -> dict[str, pa.Table]:
+    """Consecutive chunks of `size` prompts (each advanced together, level by level), results in
+    chunk order. With `concurrent` > 1, that many chunks run at once in threads: a chunk waits on
+    the generator while another waits on the judge, so the two engines work at the same time (two
+    chunks of 256: a search 1.5x faster than one of 512, the same results)."""
+    from rprm_ray.shards import map_chunk_tables
+
+    return map_chunk_tables(problems, size, run_chunk, kinds, concurrent=concurrent)
 
 
 def run_in_chunks(problems: pa.Table, size: int, run_chunk: Callable[[pa.Table], pa.Table],
-                  concurrent: int = 1) -> pa.Table:
-    return concat_results(map_chunks(problems, size, run_chunk, concurrent))
-
-
-def concat_results(tables: list[pa.Table]) -> pa.Table:
-    return pa.concat_tables(tables) if tables else RESULTS_SCHEMA.empty_table()
+                  concurrent: int = 1, chunk_map: ChunkMap | None = None) -> pa.Table:
+    """A search whose chunks give only a results table."""
+    return (chunk_map or in_memory_chunks)(problems, size, lambda chunk: {"results": run_chunk(chunk)},
+                                           {"results": "search_results"}, concurrent)["results"]
 
 
 def result_row(

@@ -22,6 +22,7 @@ import pyarrow as pa
 from rprm_ray.config import SearchConfig
 from rprm_ray.prompts import PromptStyle
 from rprm_ray.search.base import (
+    ChunkMap,
     Grader,
     StepGenerator,
     StepScorer,
@@ -80,11 +81,14 @@ def run_beam(
     style: PromptStyle,
     *,
     grade: Grader = exact_match,
+    chunk_map: ChunkMap | None = None,
 ) -> pa.Table:
-    """Results table (rprm_ray.search.base.RESULTS_SCHEMA), one row per problem."""
+    """Results table (rprm_ray.search.base.RESULTS_SCHEMA), one row per problem. `chunk_map`
+    runs the chunks of cfg.batch_prompts problems (default: in memory; a run's persists them)."""
     _check(cfg)
     return run_in_chunks(problems, cfg.batch_prompts,
-                         lambda chunk: _beam_chunk(chunk, generator, judge, cfg, style, grade), cfg.concurrent_chunks)
+                         lambda chunk: _beam_chunk(chunk, generator, judge, cfg, style, grade), cfg.concurrent_chunks,
+                         chunk_map)
 
 
 def _beam_chunk(

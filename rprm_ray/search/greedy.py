@@ -18,6 +18,7 @@ import pyarrow as pa
 from rprm_ray.config import SearchConfig
 from rprm_ray.prompts import PromptStyle
 from rprm_ray.search.base import (
+    ChunkMap,
     Grader,
     ProblemState,
     StepGenerator,
@@ -56,12 +57,14 @@ def greedy_search(
     min_pair_margin: float = 0.0,
     grade: Grader = exact_match,
     trace: list[dict] | None = None,
+    chunk_map: ChunkMap | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Results table plus step-level `preference_pairs` (kind "step"): at each kept step, the
     best-scored candidate against the worst, when their scores differ (by at least
     `min_pair_margin`). With `rollback_on_tie`, a level whose candidates all scored the same
     discards the previous step and its pair (max_depth bounds the iterations, rollbacks included).
-    With `trace`, every judged candidate is appended to it (stepwise.trace_rows)."""
+    With `trace`, every judged candidate is appended to it (stepwise.trace_rows);
+    `chunk_map`: see stepwise_search."""
     strategy = StepwiseStrategy(
         name="greedy",
         level_tag="d",
@@ -69,7 +72,7 @@ def greedy_search(
     )
     return stepwise_search(
         strategy, problems, generator, judge, cfg, style, rollback_on_tie=rollback_on_tie, grade=grade,
-        trace=trace,
+        trace=trace, chunk_map=chunk_map,
     )
 
 

@@ -19,7 +19,7 @@ from rprm_ray import batches
 from rprm_ray.config import SearchConfig
 from rprm_ray.pairs import step_pairs
 from rprm_ray.prompts import PromptStyle
-from rprm_ray.search.base import Grader, PairwiseJudge, ProblemState, StepGenerator, exact_match
+from rprm_ray.search.base import ChunkMap, Grader, PairwiseJudge, ProblemState, StepGenerator, exact_match
 from rprm_ray.search.stepwise import StepChoice, StepwiseStrategy, stepwise_search
 
 
@@ -33,13 +33,14 @@ def self_judged_search(
     rollback_on_tie: bool = True,
     grade: Grader = exact_match,
     trace: list[dict] | None = None,
+    chunk_map: ChunkMap | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Results table plus the step-level `preference_pairs` (kind "step") of the kept
     trajectories: pairs of rolled-back steps are discarded with them. Steps carry no score, so
     the results' score is null."""
     return stepwise_search(
         _SELF_JUDGED, problems, generator, judge, cfg, style, rollback_on_tie=rollback_on_tie, grade=grade,
-        trace=trace,
+        trace=trace, chunk_map=chunk_map,
     )
 
 

@@ -23,14 +23,14 @@ from rprm_ray import batches
 from rprm_ray.config import SearchConfig
 from rprm_ray.prompts import PromptStyle
 from rprm_ray.search.base import (
+    ChunkMap,
     Grader,
     ProblemState,
     StepGenerator,
-    concat_results,
     expand_prefixes,
+    in_memory_chunks,
     keep_candidates,
     level_sampling,
-    map_chunks,
     problem_states,
     result_row,
     results_table,
@@ -82,14 +82,23 @@ def stepwise_search(
     rollback_on_tie: bool,
     grade: Grader,
     trace: list[dict] | None = None,
+    chunk_map: ChunkMap | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Results table (score: the kept steps' scores aggregated with cfg.aggregation, null when
     the strategy scores no step) plus the kept steps' pairs. `judge` is whatever
     `strategy.choose` takes. With `trace`, every judged candidate of every level is appended to it
-    as a `search_trace` row."""
-    search = _Search(strategy, generator, judge, cfg, style, rollback_on_tie, grade, trace)
-    outputs = map_chunks(problems, cfg.batch_prompts, search.chunk, cfg.concurrent_chunks)
-    return concat_results([r for r, _ in outputs]), batches.concat([p for _, p in outputs], "preference_pairs")
+    as a `search_trace` row (chunk by chunk). `chunk_map` runs the chunks of cfg.batch_prompts
+    problems (default: in memory; a run's persists each finished chunk)."""
+    search = _Search(strategy, generator, judge, cfg, style, rollback_on_tie, grade)
+    out = (chunk_map or in_memory_chunks)(problems, cfg.batch_prompts, search.chunk, CHUNK_OUTPUTS,
+                                          cfg.concurrent_chunks)
+    if trace is not None:
+        trace.extend(out["trace"].to_pylist())
+    return out["results"], out["pairs"]
+
+
+# What one chunk of a step-wise search gives, by batch kind.
+CHUNK_OUTPUTS = {"results": "search_results", "pairs": "preference_pairs", "trace": "search_trace"}
 
 
 @dataclass(frozen=True)
@@ -103,10 +112,11 @@ class _Search:
     style: PromptStyle
     rollback_on_tie: bool
     grade: Grader
-    trace: list[dict] | None = None  # list.append is atomic, so concurrent chunks may share it
 
-    def chunk(self, chunk: pa.Table) -> tuple[pa.Table, pa.Table]:
-        """Search one chunk of problems, level by level -> (results, pairs of the kept steps)."""
+    def chunk(self, chunk: pa.Table) -> dict[str, pa.Table]:
+        """Search one chunk of problems, level by level -> {results, pairs of the kept steps, trace
+        of every judged candidate}."""
+        trace: list[dict] = []
         states = problem_states(chunk)
         kept: dict[str, list[StepChoice]] = {s.problem_id: [] for s in states}
         done: set[str] = set()
@@ -121,8 +131,7 @@ class _Search:
             choices = self.strategy.choose(self.judge, self.style, per_problem, by_id, problem_of)
             for pid in per_problem:
                 choice = choices[pid]
-                if self.trace is not None:
-                    self.trace.extend(trace_rows(per_problem[pid], choice, level))
+                trace.extend(trace_rows(per_problem[pid], choice, level))
                 if choice.tied and self.rollback_on_tie:
                     if kept[pid]:
                         kept[pid].pop()
@@ -135,7 +144,8 @@ class _Search:
             self._result_row(state, kept[state.problem_id], state.problem_id in done) for state in states
         ]
         pairs = [c.pair for s in states for c in kept[s.problem_id] if c.pair is not None]
-        return results_table(results), batches.from_rows(pairs, "preference_pairs")
+        return {"results": results_table(results), "pairs": batches.from_rows(pairs, "preference_pairs"),
+                "trace": batches.from_rows(trace, "search_trace")}
 
     def _expand_level(
         self, open_states: list[ProblemState], kept: dict[str, list[StepChoice]], level: int

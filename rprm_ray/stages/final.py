@@ -27,9 +27,15 @@ def best_of_n_stage(run: Run) -> StageResult:
     n_max = max(r.evaluation.bon_samples_per_prompt)
     generator = run.roles.generator(run.state["policy_dir"])
     judge = run.roles.judge(run.state["judge_dir"])
-    solutions = generator.generate(problems, n=n_max, sampling=solution_sampling(run, r.search.sampling.temperature, 7))
-    solutions = grade_solutions(run, solutions, problems)
-    step_scores = judge_solution_steps(solutions, judge)
+    sampling = solution_sampling(run, r.search.sampling.temperature, 7)
+
+    def sample_and_judge(chunk: pa.Table) -> dict[str, pa.Table]:
+        solutions = grade_solutions(run, generator.generate(chunk, n=n_max, sampling=sampling), chunk)
+        return {"solutions": solutions, "step_scores": judge_solution_steps(solutions, judge)}
+
+    out = run.map_chunks("samples", problems, r.generator.problems_per_chunk, sample_and_judge,
+                         {"solutions": "solutions", "step_scores": "step_scores"})
+    solutions, step_scores = out["solutions"], out["step_scores"]
     bon_problems = best_of_n_problems(solutions, step_scores)
     ns = sorted(set(r.evaluation.bon_samples_per_prompt))
     metrics: dict = {"ns": ns, "problems": len(bon_problems),
@@ -80,7 +86,8 @@ def beam_stage(run: Run) -> StageResult:
     generator = run.roles.generator(run.state["policy_dir"])
     judge = run.roles.judge(run.state["judge_dir"])
     cfg = r.search.model_copy(update={"strategy": "beam"})
-    results = run_beam(problems, generator, judge, cfg, run.task.style, grade=run.task.grade)
+    results = run_beam(problems, generator, judge, cfg, run.task.style, grade=run.task.grade,
+                       chunk_map=run.chunk_map("beam"))
     rows = results.to_pylist()
     correct = sum(bool(x["correct"]) for x in rows)
     metrics = {"beam_accuracy": 100.0 * correct / max(1, len(rows)), "problems": len(rows),

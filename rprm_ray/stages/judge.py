@@ -245,7 +245,14 @@ def judge_f1_stage(run: Run, model_dir: str, phase: str, k_curve: bool = True) -
     steps = eval_steps(run)
     judge = run.roles.judge(model_dir)
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=r.judge.sampling.max_new_tokens, seed=r.seed)
-    critiques, step_scores = judge.score_steps(steps, k=1, sampling=greedy)
+    scored = {"critiques": "critiques", "step_scores": "step_scores"}
+
+    def greedy_chunk(chunk: pa.Table) -> dict[str, pa.Table]:
+        critiques, step_scores = judge.score_steps(chunk, k=1, sampling=greedy)
+        return {"critiques": critiques, "step_scores": step_scores}
+
+    out = run.map_chunks("greedy", steps, r.judge.steps_per_chunk, greedy_chunk, scored)
+    critiques, step_scores = out["critiques"], out["step_scores"]
     metrics = {f"{phase}_{k}": v for k, v in first_error_f1(steps, step_scores, r.evaluation.threshold).items()}
     metrics[f"{phase}_invalid_critiques"] = int(critiques.num_rows - pc.sum(critiques.column("valid")).as_py())
     tables = {"critiques_greedy": (critiques, "critiques"), "step_scores_greedy": (step_scores, "step_scores")}
@@ -253,7 +260,9 @@ def judge_f1_stage(run: Run, model_dir: str, phase: str, k_curve: bool = True) -
     if ks and k_curve:
         sampled = SamplingConfig(temperature=r.evaluation.critique_temperature, top_p=1.0,
                                  max_new_tokens=r.judge.sampling.max_new_tokens, seed=r.seed)
-        many, _ = judge.score_steps(steps, k=max(ks), sampling=sampled)
+        many = run.map_chunks("sampled", steps, r.judge.steps_per_chunk,
+                              lambda chunk: {"critiques": judge.score_steps(chunk, k=max(ks), sampling=sampled)[0]},
+                              {"critiques": "critiques"})["critiques"]
         tables["critiques_sampled"] = (many, "critiques")
         for k in ks:
             subset = many.filter(pc.less(many.column("sample_idx"), k))
@@ -276,7 +285,10 @@ def judge_samples_stage(run: Run) -> StageResult:
     judge = run.roles.judge(run.state["judge_sft_dir"])
     sampled = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=r.judge.sampling.max_new_tokens,
                              seed=r.seed + 1)
-    critiques, _ = judge.score_steps(steps, k=max(2, r.judge.critiques_per_step, 4), sampling=sampled)
+    k = max(2, r.judge.critiques_per_step, 4)
+    critiques = run.map_chunks("samples", steps, r.judge.steps_per_chunk,
+                               lambda chunk: {"critiques": judge.score_steps(chunk, k=k, sampling=sampled)[0]},
+                               {"critiques": "critiques"})["critiques"]
     built = run.roles.pair_builder().critique_pairs.remote(critiques)
     [critique_pairs] = waits.wait_each([built], waits.ray_wait, timeout_s=r.pairs.call_timeout_s, role="PairBuilder",
                                        names=[run.roles.name("pair-builder")], doing="building critique pairs")

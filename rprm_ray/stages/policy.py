@@ -120,8 +120,12 @@ def pass_at_1_stage(run: Run, model_dir: str, baseline: str | None = None) -> St
     earlier pass@1 stage, e.g. M1's), also the difference from it problem by problem, with its
     bootstrap interval."""
     problems = eval_problems(run)
-    solutions = run.roles.generator(model_dir).generate(problems, n=1, sampling=solution_sampling(run, 0.0))
-    solutions = grade_solutions(run, solutions, problems)
+    generator = run.roles.generator(model_dir)
+    sampling = solution_sampling(run, 0.0)
+    solutions = run.map_chunks(
+        "solutions", problems, run.recipe.generator.problems_per_chunk,
+        lambda chunk: {"solutions": grade_solutions(run, generator.generate(chunk, n=1, sampling=sampling), chunk)},
+        {"solutions": "solutions"})["solutions"]
     correct = correct_by_problem(solutions)
     metrics: dict = {"pass@1": 100.0 * sum(correct.values()) / max(1, problems.num_rows),
                      "problems": problems.num_rows}
@@ -182,17 +186,20 @@ def self_reward_search_stage(run: Run, iteration: int) -> StageResult:
     style = run.task.style
     cfg = search_config(run)
     trace: list[dict] = []  # every judged candidate per level, for the report
+    # Each finished chunk of batch_prompts problems persists under the stage's chunks/search/.
     if r.loop.mode == "guided":
         from rprm_ray.search.greedy import greedy_search
 
         results, step_pairs = greedy_search(problems, generator, run.roles.judge(run.state["judge_dir"]), cfg,
                                             style, rollback_on_tie=r.loop.rollback_on_tie,
-                                            min_pair_margin=r.loop.step_pair_min_margin, trace=trace)
+                                            min_pair_margin=r.loop.step_pair_min_margin, trace=trace,
+                                            chunk_map=run.chunk_map("search"))
     else:
         from rprm_ray.search.self_judged import self_judged_search
 
         results, step_pairs = self_judged_search(problems, generator, run.roles.judge(policy_dir), cfg, style,
-                                                 rollback_on_tie=r.loop.rollback_on_tie, trace=trace)
+                                                 rollback_on_tie=r.loop.rollback_on_tie, trace=trace,
+                                                 chunk_map=run.chunk_map("search"))
     finished = sum(bool(f) for f in results.column("finished").to_pylist())
     trace.sort(key=lambda t: (t["problem_id"], t["level"], t["candidate_id"]))  # chunks may interleave
     return StageResult(

@@ -1,12 +1,14 @@
 """End to end: the micro world (tests/micro_world.py) through every stage of modes `guided` and
 `psrlm`, with real Ray, Serve, vLLM and DeepSpeed, through `rprm-ray run`'s entry point; the
-report is written and read back. Then a guided run whose driver is killed (SIGKILL) inside a stage
-and resumed must give the uninterrupted run's outputs."""
+report is written and read back. Then a guided run whose driver is killed (SIGKILL) at a random
+point inside a chunked stage and resumed must give the uninterrupted run's outputs."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from micro_world import ROOT, cli_args, finished_stages, free_port, stage_outputs
+from micro_world import RECIPE, ROOT, cli_args, finished_stages, free_port, stage_outputs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -107,24 +109,63 @@ def _env() -> dict[str, str]:
     return env
 
 
-KILL_IN = "iter_0/judge_eval_sft"  # killed as soon as the stage before it is recorded
+KILL_IN = "iter_1/search"  # a chunked stage: 8 problems in chunks of search.batch_prompts=2
+CHUNKS = 4
+
+
+def _finished_chunks(run_dir: Path) -> int:
+    """Chunks of KILL_IN on disk whole (a chunk's trace shard is written last)."""
+    return len(list((run_dir / KILL_IN / "chunks" / "search" / "trace").glob("chunk-*.parquet")))
+
+
+def _copy_until(full_dir: Path, run_dir: Path, sets: list[str], stage: str) -> list[str]:
+    """`run_dir`: the uninterrupted run's stages before `stage` (outputs, manifest; their models are
+    read from `full_dir`), recorded under the recipe that `sets` makes, so a driver resuming it
+    starts at `stage` without training again what the session's run trained. Returns those stages."""
+    from rprm_ray.config import dump_recipe, load_recipe
+    from rprm_ray.manifest import Manifest, recipe_fingerprint
+
+    kept = GUIDED[:GUIDED.index(stage)]
+    for key in kept:  # a stage whose model is cached and that writes no table has no directory
+        if (full_dir / key).is_dir():
+            shutil.copytree(full_dir / key, run_dir / key, ignore=shutil.ignore_patterns("model"))
+    shutil.copy(full_dir / "manifest.json", run_dir / "manifest.json")
+    recipe = load_recipe(RECIPE, sets)
+    manifest = Manifest.load(run_dir)
+    manifest.forget(stage)
+    manifest.data["recipe"] = recipe.model_dump(mode="json")
+    manifest.data["recipe_fingerprint"] = recipe_fingerprint(manifest.data["recipe"])
+    manifest.save()
+    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+    return kept
 
 
 def test_killed_driver_resumes_to_the_uninterrupted_outputs(micro_runs, tmp_path):
+    """A driver SIGKILLed at a random point inside the search, once a random number of its chunks
+    is on disk (mid-chunk, or mid-write); resumed, it reads those chunks back, computes the rest and
+    every later stage, and gives the uninterrupted run's outputs. RPRM_KILL_SEED replays a failure's
+    kill point. The driver starts from a copy of the uninterrupted run's earlier stages."""
+    seed = int(os.environ.get("RPRM_KILL_SEED", time.time_ns() % 2**32))
+    rng = random.Random(seed)
+    wait_for, delay = rng.randint(1, CHUNKS - 2), rng.uniform(0.0, 0.1)
+    print(f"RPRM_KILL_SEED={seed}: killed {delay:.3f}s after {wait_for} chunks of {KILL_IN} are on disk")
     full_dir, _ = micro_runs.get("guided")
     sets = micro_runs.sets("guided", tmp_path, "killed", serve_port=free_port())
     run_dir = tmp_path / "killed"
-    proc = subprocess.Popen(_driver(cli_args(sets)), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    before = GUIDED[:GUIDED.index(KILL_IN)]
+    before = _copy_until(full_dir, run_dir, sets, KILL_IN)
+    proc = subprocess.Popen(_driver(cli_args(sets, "--resume", str(run_dir))), cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
-    while len(finished_stages(run_dir)) < len(before):
+    while _finished_chunks(run_dir) < wait_for:
         assert proc.poll() is None, "the driver exited before the stage to kill in"
-        assert time.monotonic() < deadline, f"timed out waiting for {before[-1]}"
-        time.sleep(0.2)
+        assert time.monotonic() < deadline, f"timed out waiting for {wait_for} chunks of {KILL_IN}"
+        time.sleep(0.01)
+    time.sleep(delay)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert finished_stages(run_dir) == before  # killed inside KILL_IN: not recorded
+    on_disk = _finished_chunks(run_dir)
+    assert wait_for <= on_disk < CHUNKS
 
     resumed = subprocess.run(_driver(cli_args(sets, "--resume", str(run_dir))), cwd=ROOT, env=_env(),
                              capture_output=True, text=True, timeout=900)
@@ -134,6 +175,10 @@ def test_killed_driver_resumes_to_the_uninterrupted_outputs(micro_runs, tmp_path
     for key in GUIDED[len(before):]:
         assert f"[done] {key}" in resumed.stdout
     assert finished_stages(run_dir) == GUIDED
+    assert f"[part] {KILL_IN}: search reused {on_disk} of {CHUNKS} chunks finished earlier" in resumed.stdout
+    search = json.loads((run_dir / "manifest.json").read_text())["stages"][KILL_IN]["metrics"]
+    assert search["chunks"] == CHUNKS and search["chunks_reused"] == on_disk
+    assert not (run_dir / KILL_IN / "chunks").exists()  # removed once the stage was recorded
 
     a, b = stage_outputs(full_dir), stage_outputs(run_dir)
     assert a.keys() == b.keys()
