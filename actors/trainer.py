@@ -65,9 +65,11 @@ class Trainer:
 
         self.core = DeepSpeedTrainer(model_dir, cfg)
 
-    def sft(self, table: pa.Table, steps: int | None = None, epochs: int | None = None) -> dict[str, Any]:
+    def sft(self, table: pa.Table, steps: int | None = None, epochs: int | None = None,
+            checkpoint_dir: str | None = None) -> dict[str, Any]:
         table = batches.validate(table, "sft_examples", where=f"{ROLE}.sft", allow_empty=False)
-        out = self.core.sft(table, steps=steps, epochs=epochs, progress=self.rank == 0)
+        out = self.core.sft(table, steps=steps, epochs=epochs, progress=self.rank == 0,
+                            checkpoint_dir=checkpoint_dir)
         self._record(table.num_rows, out)
         return out
 
@@ -75,9 +77,11 @@ class Trainer:
         pairs = batches.validate(pairs, "preference_pairs", where=f"{ROLE}.add_reference_logps")
         return self.core.add_reference_logps(pairs)
 
-    def dpo(self, pairs: pa.Table, epochs: int | None = None, lr: float | None = None) -> dict[str, Any]:
+    def dpo(self, pairs: pa.Table, epochs: int | None = None, lr: float | None = None,
+            checkpoint_dir: str | None = None) -> dict[str, Any]:
         pairs = batches.validate(pairs, "preference_pairs", where=f"{ROLE}.dpo", allow_empty=False)
-        out = self.core.dpo(pairs, epochs=epochs, lr=lr, progress=self.rank == 0)
+        out = self.core.dpo(pairs, epochs=epochs, lr=lr, progress=self.rank == 0,
+                            checkpoint_dir=checkpoint_dir)
         self._record(pairs.num_rows, out)
         return out
 
@@ -96,6 +100,10 @@ class Trainer:
         self.metrics.rows(rows, 0)
         if "loss" in out:
             self.metrics.gauge("loss", float(out["loss"]))
+
+
+def _str(path: str | Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 class TrainerGroup:
@@ -140,14 +148,18 @@ class TrainerGroup:
         refs = [getattr(w, method).remote(*args, **kwargs) for w in self.workers]
         return self._wait(refs, self.cfg.call_timeout_s, method)[0]
 
-    def sft(self, table: pa.Table, steps: int | None = None, epochs: int | None = None) -> dict[str, Any]:
-        return self._all("sft", table, steps=steps, epochs=epochs)
+    def sft(self, table: pa.Table, steps: int | None = None, epochs: int | None = None,
+            checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
+        """SFT on every rank; with `checkpoint_dir` (shared by the ranks) it checkpoints every
+        `trainer.checkpoint_interval_steps` steps and resumes the same call's checkpoint there."""
+        return self._all("sft", table, steps=steps, epochs=epochs, checkpoint_dir=_str(checkpoint_dir))
 
     def add_reference_logps(self, pairs: pa.Table) -> pa.Table:
         return self._all("add_reference_logps", pairs)
 
-    def dpo(self, pairs: pa.Table, epochs: int | None = None, lr: float | None = None) -> dict[str, Any]:
-        return self._all("dpo", pairs, epochs=epochs, lr=lr)
+    def dpo(self, pairs: pa.Table, epochs: int | None = None, lr: float | None = None,
+            checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
+        return self._all("dpo", pairs, epochs=epochs, lr=lr, checkpoint_dir=_str(checkpoint_dir))
 
     def save(self, out_dir: str | Path) -> str:
         return self._all("save", str(out_dir))

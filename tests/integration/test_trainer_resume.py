@@ -1,0 +1,108 @@
+"""A trainer rank killed mid-step: the training stage, rerun, resumes from its last checkpoint.
+
+Real Ray actors and real DeepSpeed (two data-parallel ranks, ZeRO-2, gloo on CPU) through the
+pipeline's path: `Run.stage` -> `train_sft` -> `TrainerGroup`. The stage checkpoints every few
+optimizer steps into <run>/<stage>/trainer_ckpt/; rank 1 is killed after a checkpoint while the
+ranks train; the rerun continues from that checkpoint and ends with the same weights and losses as
+an uninterrupted run of the same stage.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rprm_ray.batches import from_rows
+from rprm_ray.config import TrainerConfig, load_recipe
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+STAGE = "iter_0/policy_sft"
+STEPS = 60
+INTERVAL = 4
+# No CPU reservation: the session's engines may hold the test cluster's logical CPUs.
+TRAINER = TrainerConfig(num_workers=2, num_cpus_per_worker=0, micro_batch_size_per_device=4,
+                        global_batch_size=8, lr=3e-3, warmup_ratio=0.1, checkpoint_interval_steps=INTERVAL,
+                        deepspeed={"zero_stage": 2, "backend": "gloo"})
+
+
+def _sft_table(n: int = 36):
+    rows = [{"example_id": f"ex{i}", "kind": "policy", "prompt": f"Q:{10 + i}+{3 + i % 7}\n",
+             "completion": f"{10 + i}+{3 + i % 7}={13 + i + i % 7}\nA:{13 + i + i % 7}\n"} for i in range(n)]
+    return from_rows(rows, "sft_examples")
+
+
+def _run(tmp_path: Path, name: str):
+    from rprm_ray.loop import Run
+    from rprm_ray.roles import Roles
+
+    recipe = load_recipe(ROOT / "recipes" / "tiny_arith.yaml", [f"run_root={tmp_path}", f"name={name}"])
+    recipe = recipe.model_copy(update={"trainer": TRAINER})
+    return Run.open(recipe, roles=Roles(recipe))
+
+
+def _stage(run, init_dir: Path):
+    from rprm_ray.loop import StageResult
+    from rprm_ray.stages.training_stages import train_sft
+
+    return lambda: StageResult(metrics=train_sft(run, init_dir, _sft_table(), STEPS, run.model_dir(STAGE),
+                                                 "policy-sft"))
+
+
+def _complete_steps(ckpt_dir: Path) -> list[int]:
+    from rprm_ray.trainer_checkpoints import read_markers
+
+    return sorted(m["step"] for m in read_markers(ckpt_dir).values() if m)
+
+
+def test_a_rank_killed_mid_step_resumes_the_stage_from_its_last_checkpoint(ray_cluster, tiny_model_dir, tmp_path):
+    import ray
+
+    from rprm_ray.roles import checksum_of
+
+    # Uninterrupted: the reference weights and losses.
+    plain = _run(tmp_path, "resume-plain")
+    expected = plain.stage(STAGE, _stage(plain, tiny_model_dir))
+    assert expected["resumed_from_step"] == 0 and expected["steps"] == STEPS
+    assert not (plain.dir / STAGE / "trainer_ckpt").exists(), "a finished stage keeps no trainer checkpoint"
+
+    run = _run(tmp_path, "resume-killed")
+    ckpt_dir = run.dir / STAGE / "trainer_ckpt" / "policy-sft"
+    failure: dict[str, BaseException] = {}
+
+    def first_attempt() -> None:
+        try:
+            run.stage(STAGE, _stage(run, tiny_model_dir))
+        except BaseException as exc:  # the kill's error, checked below
+            failure["error"] = exc
+
+    attempt = threading.Thread(target=first_attempt)
+    attempt.start()
+    deadline = time.monotonic() + 120
+    while not _complete_steps(ckpt_dir) and attempt.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _complete_steps(ckpt_dir), "no checkpoint was written before the stage ended"
+    ray.kill(ray.get_actor(f"{run.recipe.name}.policy-sft-rank1"), no_restart=True)  # mid-step: training goes on
+    attempt.join(timeout=120)
+    assert not attempt.is_alive(), "the stage did not fail after its rank was killed"
+    assert "error" in failure, "the rank was killed after the stage finished: nothing to resume"
+    assert not run.manifest.is_done(STAGE)
+    saved = _complete_steps(ckpt_dir)
+    assert len(saved) == 1 and INTERVAL <= saved[0] < STEPS and saved[0] % INTERVAL == 0, saved
+
+    resumed = run.stage(STAGE, _stage(run, tiny_model_dir))
+    assert resumed["resumed_from_step"] == saved[0]
+    assert resumed["steps"] == STEPS
+    assert run.manifest.is_done(STAGE)
+    assert not ckpt_dir.exists(), "the finished stage's trainer checkpoint was not removed"
+    # The resumed run saw the same remaining batches with the same optimizer state: identical
+    # weights and identical loss records (the first steps' losses come from the checkpoint).
+    assert checksum_of(run.model_dir(STAGE)) == checksum_of(plain.model_dir(STAGE))
+    assert {k: v for k, v in resumed.items() if k != "resumed_from_step"} == \
+        {k: v for k, v in expected.items() if k != "resumed_from_step"}
+    recorded = json.loads(run.manifest.path.read_text())["stages"][STAGE]["metrics"]
+    assert recorded["resumed_from_step"] == saved[0]
