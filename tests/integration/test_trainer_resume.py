@@ -90,6 +90,7 @@ def test_a_rank_killed_mid_step_resumes_the_stage_from_its_last_checkpoint(ray_c
     attempt.join(timeout=120)
     assert not attempt.is_alive(), "the stage did not fail after its rank was killed"
     assert "error" in failure, "the rank was killed after the stage finished: nothing to resume"
+    assert "policy-sft-rank1: the process died while sft (stage iter_0/policy_sft)" in str(failure["error"])
     assert not run.manifest.is_done(STAGE)
     saved = _complete_steps(ckpt_dir)
     assert len(saved) == 1 and INTERVAL <= saved[0] < STEPS and saved[0] % INTERVAL == 0, saved

@@ -133,3 +133,15 @@ def test_a_new_save_removes_every_other_checkpoint_but_the_kept_ones() -> None:
     assert sorted(tags_to_remove(markers, tag_for(12))) == [tag_for(2), tag_for(4), tag_for(8), tag_for(10)]
     assert sorted(tags_to_remove(markers, tag_for(12), keep=2)) == [tag_for(2), tag_for(4), tag_for(10)]
     assert tags_to_remove({tag_for(12): _marker(12)}, tag_for(12)) == []
+
+
+@pytest.mark.parametrize("name,interval", [("rprm_qwen2.5-math-7b", 200), ("psrlm_qwen2.5-math-7b", 500)])
+def test_the_7b_recipes_checkpoint_their_long_stages(name: str, interval: int) -> None:
+    from pathlib import Path
+
+    from rprm_ray.config import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / f"{name}.yaml")
+    assert recipe.trainer.checkpoint_interval_steps == interval
+    longest = max(recipe.bootstrap.policy_sft_steps, recipe.bootstrap.judge_sft_steps)
+    assert longest // interval >= 5  # a kill late in the longest stage loses a small part of it
