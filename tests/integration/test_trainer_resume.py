@@ -4,7 +4,8 @@ Real Ray actors and real DeepSpeed (two data-parallel ranks, ZeRO-2, gloo on CPU
 pipeline's path: `Run.stage` -> `train_sft` -> `TrainerGroup`. The stage checkpoints every few
 optimizer steps into <run>/<stage>/trainer_ckpt/; rank 1 is killed after a checkpoint while the
 ranks train; the rerun continues from that checkpoint and ends with the same weights and losses as
-an uninterrupted run of the same stage.
+an uninterrupted run of the same stage. In-process trainers check the tiny recipe's ZeRO stage 0
+and DPO the same way.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def test_a_rank_killed_mid_step_resumes_the_stage_from_its_last_checkpoint(ray_c
     attempt = threading.Thread(target=first_attempt)
     attempt.start()
     deadline = time.monotonic() + 120
-    while not _complete_steps(ckpt_dir) and attempt.is_alive() and time.monotonic() < deadline:
+    # After the second checkpoint (the first is then removed), while the ranks train on.
+    while max(_complete_steps(ckpt_dir), default=0) < 2 * INTERVAL and attempt.is_alive() \
+            and time.monotonic() < deadline:
         time.sleep(0.02)
     assert _complete_steps(ckpt_dir), "no checkpoint was written before the stage ended"
     ray.kill(ray.get_actor(f"{run.recipe.name}.policy-sft-rank1"), no_restart=True)  # mid-step: training goes on
@@ -93,7 +96,7 @@ def test_a_rank_killed_mid_step_resumes_the_stage_from_its_last_checkpoint(ray_c
     assert "policy-sft-rank1: the process died while sft (stage iter_0/policy_sft)" in str(failure["error"])
     assert not run.manifest.is_done(STAGE)
     saved = _complete_steps(ckpt_dir)
-    assert len(saved) == 1 and INTERVAL <= saved[0] < STEPS and saved[0] % INTERVAL == 0, saved
+    assert len(saved) == 1 and 2 * INTERVAL <= saved[0] < STEPS and saved[0] % INTERVAL == 0, saved
 
     resumed = run.stage(STAGE, _stage(run, tiny_model_dir))
     assert resumed["resumed_from_step"] == saved[0]
@@ -107,3 +110,40 @@ def test_a_rank_killed_mid_step_resumes_the_stage_from_its_last_checkpoint(ray_c
         {k: v for k, v in expected.items() if k != "resumed_from_step"}
     recorded = json.loads(run.manifest.path.read_text())["stages"][STAGE]["metrics"]
     assert recorded["resumed_from_step"] == saved[0]
+
+
+def _pairs(n: int = 24):
+    rows = [{"pair_id": f"p{i}", "kind": "step" if i % 2 else "solution", "problem_id": f"q{i}",
+             "prompt": f"Q:{10 + i}+3\n", "chosen": f"{10 + i}+3={13 + i}\n", "rejected": f"{10 + i}+3={14 + i}\n",
+             "ref_chosen_logp": None, "ref_rejected_logp": None} for i in range(n)]
+    return from_rows(rows, "preference_pairs")
+
+
+@pytest.mark.parametrize("kind", ["sft", "dpo"])
+def test_zero0_sft_and_dpo_resume_to_the_uninterrupted_weights_and_metrics(tiny_model_dir, tmp_path, kind):
+    """The tiny recipe's ZeRO stage 0 (the optimizer state in the model-states file) and DPO's loop
+    state: a fresh trainer given the directory of a call that checkpointed at step 10 of 12 redoes
+    steps 11-12 and ends where that call ended."""
+    from rprm_ray.training import DeepSpeedTrainer
+
+    cfg = TrainerConfig(micro_batch_size_per_device=4, global_batch_size=4, lr=3e-3, dpo_lr=1e-4,
+                        warmup_ratio=0.1, checkpoint_interval_steps=5,
+                        deepspeed={"zero_stage": 0, "backend": "gloo"})
+    ckpt_dir = tmp_path / "trainer_ckpt"
+
+    def train() -> tuple[dict, str]:
+        trainer = DeepSpeedTrainer(tiny_model_dir, cfg, progress=False)
+        if kind == "sft":
+            metrics = trainer.sft(_sft_table(24), steps=12, checkpoint_dir=ckpt_dir)
+        else:
+            metrics = trainer.dpo(trainer.add_reference_logps(_pairs()), epochs=2, checkpoint_dir=ckpt_dir)
+        return metrics, trainer.weights_checksum()
+
+    first, first_weights = train()
+    assert first["resumed_from_step"] == 0 and first["steps"] == 12
+    assert _complete_steps(ckpt_dir) == [10]  # step 5's was removed once step 10's was complete
+    second, second_weights = train()
+    assert second["resumed_from_step"] == 10
+    assert second_weights == first_weights
+    assert {k: v for k, v in second.items() if k != "resumed_from_step"} == \
+        {k: v for k, v in first.items() if k != "resumed_from_step"}
