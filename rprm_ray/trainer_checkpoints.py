@@ -139,6 +139,30 @@ def tags_to_remove(markers: dict[str, dict[str, Any] | None], newest: str, keep:
     return [t for t in markers if t != newest and t not in kept]
 
 
+def replay_cpu_adam_steps(engine: Any) -> None:
+    """Make a loaded DeepSpeedCPUAdam (`deepspeed.offload_optimizer`) continue bit for bit.
+
+    Its kernel keeps beta1^t and beta2^t as running float products, one factor per step; an
+    optimizer whose step jumps from 0 to n (a resumed one) gets std::pow(beta, n) instead, which
+    rounds differently, and the resumed run ended with other bf16 weights than the uninterrupted
+    one (ZeRO-3 + offload, measured). Steps 1..n replayed through the kernel on empty tensors
+    rebuild the same products and change nothing else."""
+    opt = getattr(engine.optimizer, "optimizer", engine.optimizer)
+    if type(opt).__name__ != "DeepSpeedCPUAdam":
+        return
+    import torch
+
+    steps = [int(state["step"]) for state in opt.state.values() if isinstance(state, dict) and "step" in state]
+    if not steps:
+        return
+    group = opt.param_groups[0]
+    beta1, beta2 = group["betas"]
+    empty = torch.empty(0, dtype=torch.float32)
+    for step in range(1, max(steps) + 1):
+        opt.ds_opt_adam.adam_update(opt.opt_id, step, group["lr"], beta1, beta2, group["eps"],
+                                    group["weight_decay"], group["bias_correction"], empty, empty, empty, empty)
+
+
 def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
@@ -197,6 +221,7 @@ class Checkpointer:
         load_path, client_state = self.engine.load_checkpoint(str(self.dir), tag=tag)
         if load_path is None:
             raise RuntimeError(f"{self.dir / tag}: DeepSpeed could not load this checkpoint")
+        replay_cpu_adam_steps(self.engine)
         return step, dict(client_state or {})
 
     def save(self, step: int, global_step: int, **loop_state: Any) -> None:

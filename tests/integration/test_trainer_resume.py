@@ -4,8 +4,8 @@ Real Ray actors and real DeepSpeed (two data-parallel ranks, ZeRO-2, gloo on CPU
 pipeline's path: `Run.stage` -> `train_sft` -> `TrainerGroup`. The stage checkpoints every few
 optimizer steps into <run>/<stage>/trainer_ckpt/; rank 1 is killed after a checkpoint while the
 ranks train; the rerun continues from that checkpoint and ends with the same weights and losses as
-an uninterrupted run of the same stage. In-process trainers check the tiny recipe's ZeRO stage 0
-and DPO the same way.
+an uninterrupted run of the same stage. In-process trainers check the tiny recipe's ZeRO stage 0,
+DPO, and ZeRO-3 with an offloaded optimizer the same way.
 """
 
 from __future__ import annotations
@@ -119,16 +119,37 @@ def _pairs(n: int = 24):
     return from_rows(rows, "preference_pairs")
 
 
-@pytest.mark.parametrize("kind", ["sft", "dpo"])
-def test_zero0_sft_and_dpo_resume_to_the_uninterrupted_weights_and_metrics(tiny_model_dir, tmp_path, kind):
-    """The tiny recipe's ZeRO stage 0 (the optimizer state in the model-states file) and DPO's loop
-    state: a fresh trainer given the directory of a call that checkpointed at step 10 of 12 redoes
-    steps 11-12 and ends where that call ended."""
+@pytest.fixture
+def zero3_scope():
+    """A ZeRO-3 trainer registers itself with transformers for as long as it lives; later tests in
+    this process load models plainly, so the registration ends here."""
+    yield
+    import gc
+
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    gc.collect()
+
+
+ZERO0 = {"zero_stage": 0, "backend": "gloo"}
+# The 7B recipes' layout, with the optimizer offloaded to DeepSpeed's CPU Adam (whose kernel needs
+# its bias-correction products replayed after a load: trainer_checkpoints.replay_cpu_adam_steps).
+ZERO3_OFFLOAD = {"zero_stage": 3, "precision": "bf16", "offload_optimizer": True, "gradient_checkpointing": True,
+                 "backend": "gloo"}
+
+
+@pytest.mark.parametrize("kind,deepspeed", [("sft", ZERO0), ("dpo", ZERO0), ("sft", ZERO3_OFFLOAD)],
+                         ids=["sft-zero0", "dpo-zero0", "sft-zero3-offload"])
+def test_in_process_trainers_resume_to_the_uninterrupted_weights_and_metrics(tiny_model_dir, tmp_path, kind,
+                                                                             deepspeed, zero3_scope):
+    """The tiny recipe's ZeRO stage 0 (the optimizer state in the model-states file), DPO's loop
+    state, and ZeRO-3 + bf16 + CPU Adam: a fresh trainer given the directory of a call that
+    checkpointed at step 10 of 12 redoes steps 11-12 and ends where that call ended."""
     from rprm_ray.training import DeepSpeedTrainer
 
     cfg = TrainerConfig(micro_batch_size_per_device=4, global_batch_size=4, lr=3e-3, dpo_lr=1e-4,
-                        warmup_ratio=0.1, checkpoint_interval_steps=5,
-                        deepspeed={"zero_stage": 0, "backend": "gloo"})
+                        warmup_ratio=0.1, checkpoint_interval_steps=5, deepspeed=deepspeed)
     ckpt_dir = tmp_path / "trainer_ckpt"
 
     def train() -> tuple[dict, str]:
