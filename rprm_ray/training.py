@@ -188,13 +188,16 @@ class DeepSpeedTrainer:
             return self.total_steps
         raise ValueError("DeepSpeedTrainer: give steps or epochs (or total_steps at construction)")
 
-    def _checkpointer(self, checkpoint_dir: str | Path | None, kind: str, rows_digest: str, n_steps: int,
+    def _checkpointer(self, checkpoint_dir: str | Path | None, kind: str, rows: pa.Table, n_steps: int,
                       peak_lr: float, rng_start: Any) -> Checkpointer | None:
         """The call's checkpointer (None without a directory or an interval)."""
         if checkpoint_dir is None or not self.cfg.checkpoint_interval_steps:
             return None
+        # DPO's reference log-probs are left out: recomputed from the same starting weights (part
+        # of the fingerprint) on a resume, their last bits may differ with the thread count.
+        digest = table_digest(rows, frozenset({"ref_chosen_logp", "ref_rejected_logp"}))
         start = call_start(self.model_dir, self.global_step, rng_start)
-        fp = fingerprint(kind, rows_digest, n_steps, peak_lr, self.cfg, self.world_size, start)
+        fp = fingerprint(kind, digest, n_steps, peak_lr, self.cfg, self.world_size, start)
         return Checkpointer(self.engine, checkpoint_dir, self.cfg.checkpoint_interval_steps, fp, n_steps,
                             self.rank, self.world_size, rng_start)
 
@@ -226,7 +229,7 @@ class DeepSpeedTrainer:
         pack_capacity = self.cfg.max_seq_len_tokens if self.cfg.pack_sequences else None
         gas = self.cfg.gradient_accumulation_steps
         rng_start = self._rng.getstate()
-        ckpt = self._checkpointer(checkpoint_dir, "sft", table_digest(table), n_steps, self.lr, rng_start)
+        ckpt = self._checkpointer(checkpoint_dir, "sft", table, n_steps, self.lr, rng_start)
         batches = shuffled_batches(len(rows), self.cfg.micro_batch_size_per_device, self._rng,
                                    self.rank, self.world_size)
         start, state = ckpt.resume(batches, gas) if ckpt else (0, {})
@@ -349,10 +352,7 @@ class DeepSpeedTrainer:
         peak = lr if lr is not None else self.cfg.dpo_lr
         gas = self.cfg.gradient_accumulation_steps
         rng_start = self._rng.getstate()
-        # The reference log-probs are left out of the fingerprint: recomputed from the same
-        # starting weights (part of it) on a resume, their last bits may differ with the threads.
-        rows_digest = table_digest(pairs, frozenset({"ref_chosen_logp", "ref_rejected_logp"}))
-        ckpt = self._checkpointer(checkpoint_dir, "dpo", rows_digest, n_steps, peak, rng_start)
+        ckpt = self._checkpointer(checkpoint_dir, "dpo", pairs, n_steps, peak, rng_start)
         batches = shuffled_batches(len(chosen), self.cfg.micro_batch_size_per_device, self._rng,
                                    self.rank, self.world_size)
         start, state = ckpt.resume(batches, gas) if ckpt else (0, {})
