@@ -7,7 +7,8 @@ rows of each global batch (rprm_ray.training.shuffled_batches); rank 0's metrics
 
 Waits are bounded (`trainer.setup_timeout_s` for start-up and rendezvous, `trainer.call_timeout_s`
 per training call; rprm_ray.waits) and name the ranks that did not answer. Ranks are not restarted:
-a rank that died mid-step leaves its peers in a collective, so the stage fails, naming the rank.
+a rank that died mid-step leaves its peers in a collective, so the stage fails (`RankDiedError`,
+naming the rank); rerun, it continues from its last trainer checkpoint (rprm_ray.trainer_checkpoints).
 """
 
 from __future__ import annotations
@@ -65,9 +66,11 @@ class Trainer:
 
         self.core = DeepSpeedTrainer(model_dir, cfg)
 
-    def sft(self, table: pa.Table, steps: int | None = None, epochs: int | None = None) -> dict[str, Any]:
+    def sft(self, table: pa.Table, steps: int | None = None, epochs: int | None = None,
+            checkpoint_dir: str | None = None) -> dict[str, Any]:
         table = batches.validate(table, "sft_examples", where=f"{ROLE}.sft", allow_empty=False)
-        out = self.core.sft(table, steps=steps, epochs=epochs, progress=self.rank == 0)
+        out = self.core.sft(table, steps=steps, epochs=epochs, progress=self.rank == 0,
+                            checkpoint_dir=checkpoint_dir)
         self._record(table.num_rows, out)
         return out
 
@@ -75,9 +78,11 @@ class Trainer:
         pairs = batches.validate(pairs, "preference_pairs", where=f"{ROLE}.add_reference_logps")
         return self.core.add_reference_logps(pairs)
 
-    def dpo(self, pairs: pa.Table, epochs: int | None = None, lr: float | None = None) -> dict[str, Any]:
+    def dpo(self, pairs: pa.Table, epochs: int | None = None, lr: float | None = None,
+            checkpoint_dir: str | None = None) -> dict[str, Any]:
         pairs = batches.validate(pairs, "preference_pairs", where=f"{ROLE}.dpo", allow_empty=False)
-        out = self.core.dpo(pairs, epochs=epochs, lr=lr, progress=self.rank == 0)
+        out = self.core.dpo(pairs, epochs=epochs, lr=lr, progress=self.rank == 0,
+                            checkpoint_dir=checkpoint_dir)
         self._record(pairs.num_rows, out)
         return out
 
@@ -96,6 +101,14 @@ class Trainer:
         self.metrics.rows(rows, 0)
         if "loss" in out:
             self.metrics.gauge("loss", float(out["loss"]))
+
+
+class RankDiedError(RuntimeError):
+    """A trainer rank's process died during a call (its peers then fail in their collective)."""
+
+
+def _str(path: str | Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 class TrainerGroup:
@@ -138,16 +151,44 @@ class TrainerGroup:
 
     def _all(self, method: str, *args, **kwargs) -> Any:
         refs = [getattr(w, method).remote(*args, **kwargs) for w in self.workers]
-        return self._wait(refs, self.cfg.call_timeout_s, method)[0]
+        try:
+            return self._wait(refs, self.cfg.call_timeout_s, method)[0]
+        except Exception as exc:
+            dead = self._dead_ranks(refs)
+            if not dead:
+                raise
+            raise RankDiedError(
+                f"{ROLE} {', '.join(dead)}: the process died while {method} (stage {waits.current_stage()}); "
+                f"rerun the stage to continue from its last trainer checkpoint ({waits.first_line(exc)})"
+            ) from exc
 
-    def sft(self, table: pa.Table, steps: int | None = None, epochs: int | None = None) -> dict[str, Any]:
-        return self._all("sft", table, steps=steps, epochs=epochs)
+    def _dead_ranks(self, refs: list[Any]) -> list[str]:
+        """The ranks whose process died during a failed call: the first error seen is often a
+        surviving peer's broken collective, which names the wrong rank."""
+        # A dead rank's call resolves at once; a peer stuck in its collective gets a short grace.
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=10)
+        dead = []
+        for name, ref in zip(self.names, refs, strict=True):
+            if ref in ready:
+                try:
+                    ray.get(ref)
+                except Exception as exc:
+                    if waits.is_replica_death(exc):
+                        dead.append(name)
+        return dead
+
+    def sft(self, table: pa.Table, steps: int | None = None, epochs: int | None = None,
+            checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
+        """SFT on every rank; with `checkpoint_dir` (shared by the ranks) it checkpoints every
+        `trainer.checkpoint_interval_steps` steps and resumes the same call's checkpoint there."""
+        return self._all("sft", table, steps=steps, epochs=epochs, checkpoint_dir=_str(checkpoint_dir))
 
     def add_reference_logps(self, pairs: pa.Table) -> pa.Table:
         return self._all("add_reference_logps", pairs)
 
-    def dpo(self, pairs: pa.Table, epochs: int | None = None, lr: float | None = None) -> dict[str, Any]:
-        return self._all("dpo", pairs, epochs=epochs, lr=lr)
+    def dpo(self, pairs: pa.Table, epochs: int | None = None, lr: float | None = None,
+            checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
+        return self._all("dpo", pairs, epochs=epochs, lr=lr, checkpoint_dir=_str(checkpoint_dir))
 
     def save(self, out_dir: str | Path) -> str:
         return self._all("save", str(out_dir))

@@ -337,6 +337,13 @@ class TrainerConfig(_Strict):
     # SFT / DPO stage, hence the day); on expiry one line names the ranks that did not answer.
     setup_timeout_s: float = Field(900.0, gt=0.0)
     call_timeout_s: float = Field(86400.0, gt=0.0)
+    # Every this many optimizer steps a training stage saves a resumable DeepSpeed checkpoint
+    # (weights, optimizer, step, data order: rprm_ray.trainer_checkpoints) under
+    # <run>/<stage>/trainer_ckpt/; a stage rerun after a kill continues from it, and it is removed
+    # when the stage finishes. null: none (a killed stage retrains from step 0). 200: the tiny
+    # model's checkpoint takes well under a second, and a kill costs at most 200 steps.
+    checkpoint_interval_steps: int | None = Field(
+        200, ge=1, description="optimizer steps between a training stage's resumable checkpoints; null: none")
 
     @model_validator(mode="after")
     def _batches(self) -> TrainerConfig:

@@ -37,10 +37,11 @@ class StageError(RunError):
 
 
 # Fields that say how a run talks to a service, not what it computes: a resume may change them
-# (a teacher endpoint that moved, or that wants fewer requests at once).
+# (a teacher endpoint that moved, or that wants fewer requests at once). How often a trainer
+# checkpoints changes what a kill costs, never the trained weights.
 RESUMABLE_CHANGES = frozenset(f"models.teacher.{name}" for name in (
     "url", "max_concurrent_requests", "request_timeout_s", "max_retries", "retry_backoff_s",
-    "retry_backoff_max_s", "requests_per_shard"))
+    "retry_backoff_max_s", "requests_per_shard")) | {"trainer.checkpoint_interval_steps"}
 
 
 def _as_current_schema(stored: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,11 @@ pair except kind "step" (a PSRLM step continues a solution; it does not end the 
 
 A NaN or infinite loss stops training (`NonFiniteLossError`) before its backward pass, so no
 checkpoint of diverged weights is ever saved or recorded as a finished stage.
+
+Given a `checkpoint_dir`, `sft()` and `dpo()` save a resumable checkpoint every
+`trainer.checkpoint_interval_steps` optimizer steps and, when that directory holds one of the same
+call (same rows, steps, config: `rprm_ray.trainer_checkpoints`), continue from it: the same
+remaining batches in the same order, the same weights at the end as an uninterrupted call.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from rprm_ray.deepspeed_setup import (  # noqa: F401
     torch_extensions_dir,
     use_own_torch_extensions_dir,
 )
+from rprm_ray.trainer_checkpoints import Checkpointer, call_start, fingerprint, table_digest
 from rprm_ray.training_rows import (  # noqa: F401
     TokenizedRow,
     collate,
@@ -182,6 +188,19 @@ class DeepSpeedTrainer:
             return self.total_steps
         raise ValueError("DeepSpeedTrainer: give steps or epochs (or total_steps at construction)")
 
+    def _checkpointer(self, checkpoint_dir: str | Path | None, kind: str, rows: pa.Table, n_steps: int,
+                      peak_lr: float, rng_start: Any) -> Checkpointer | None:
+        """The call's checkpointer (None without a directory or an interval)."""
+        if checkpoint_dir is None or not self.cfg.checkpoint_interval_steps:
+            return None
+        # DPO's reference log-probs are left out: recomputed from the same starting weights (part
+        # of the fingerprint) on a resume, their last bits may differ with the thread count.
+        digest = table_digest(rows, frozenset({"ref_chosen_logp", "ref_rejected_logp"}))
+        start = call_start(self.model_dir, self.global_step, rng_start)
+        fp = fingerprint(kind, digest, n_steps, peak_lr, self.cfg, self.world_size, start)
+        return Checkpointer(self.engine, checkpoint_dir, self.cfg.checkpoint_interval_steps, fp, n_steps,
+                            self.rank, self.world_size, rng_start)
+
     # ---- SFT ---------------------------------------------------------------------------------
 
     def sft(
@@ -190,9 +209,11 @@ class DeepSpeedTrainer:
         steps: int | None = None,
         epochs: float | None = None,
         progress: bool | None = None,
+        checkpoint_dir: str | Path | None = None,
     ) -> dict[str, float]:
         """Next-token loss on completion tokens of an `sft_examples` table. Returns the mean loss
-        of the first and last 10% of optimizer steps and the step count."""
+        of the first and last 10% of optimizer steps and the step count (with a
+        `checkpoint_dir`: also `resumed_from_step`, 0 for a fresh start)."""
         from rprm_ray.batches import validate
 
         validate(table, "sft_examples", where="DeepSpeedTrainer.sft")
@@ -207,13 +228,18 @@ class DeepSpeedTrainer:
         n_steps = self._optimizer_steps(len(rows), steps, epochs)
         pack_capacity = self.cfg.max_seq_len_tokens if self.cfg.pack_sequences else None
         gas = self.cfg.gradient_accumulation_steps
+        rng_start = self._rng.getstate()
+        ckpt = self._checkpointer(checkpoint_dir, "sft", table, n_steps, self.lr, rng_start)
         batches = shuffled_batches(len(rows), self.cfg.micro_batch_size_per_device, self._rng,
                                    self.rank, self.world_size)
-        losses: list[float] = []
+        start, state = ckpt.resume(batches, gas) if ckpt else (0, {})
+        losses: list[float] = list(state.get("losses", []))
+        self.global_step = state.get("global_step", self.global_step)
         old_progress, self.progress = self.progress, self.progress if progress is None else progress
         self.engine.train()
         with self._bar(n_steps, "sft") as bar:
-            for step in range(n_steps):
+            bar.update(start)
+            for step in range(start, n_steps):
                 self._set_lr(lr_at(step, n_steps, self.lr, self.cfg.warmup_ratio))
                 step_loss = 0.0
                 for _ in range(gas):
@@ -225,16 +251,21 @@ class DeepSpeedTrainer:
                     step_loss += value / gas
                 losses.append(step_loss)
                 self.global_step += 1
+                if ckpt and ckpt.due(step + 1):
+                    ckpt.save(step + 1, self.global_step, losses=losses)
                 bar.update(1)
                 if step % 10 == 0 or step == n_steps - 1:
                     bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
         self.progress = old_progress
         tenth = max(1, n_steps // 10)
-        return {
+        metrics = {
             "steps": float(n_steps),
             "loss_first": sum(losses[:tenth]) / tenth,
             "loss_last": sum(losses[-tenth:]) / tenth,
         }
+        if ckpt:
+            metrics["resumed_from_step"] = start
+        return metrics
 
     # ---- DPO ---------------------------------------------------------------------------------
 
@@ -297,11 +328,12 @@ class DeepSpeedTrainer:
         epochs: int | None = None,
         lr: float | None = None,
         progress: bool | None = None,
+        checkpoint_dir: str | Path | None = None,
     ) -> dict[str, float]:
         """Sigmoid DPO (beta = trainer_cfg.dpo_beta; DPO-Positive when dpop_lambda > 0) plus
         dpo_nll_coef x NLL of chosen. Pairs without reference log-probs get them from the current
         model first. Returns means over all micro batches: loss, reward accuracy, margin, chosen
-        and rejected rewards."""
+        and rejected rewards (with a `checkpoint_dir`: also `resumed_from_step`)."""
         import torch
 
         from rprm_ray.batches import validate
@@ -319,15 +351,20 @@ class DeepSpeedTrainer:
         n_steps = self._optimizer_steps(len(chosen), None, epochs)
         peak = lr if lr is not None else self.cfg.dpo_lr
         gas = self.cfg.gradient_accumulation_steps
+        rng_start = self._rng.getstate()
+        ckpt = self._checkpointer(checkpoint_dir, "dpo", pairs, n_steps, peak, rng_start)
         batches = shuffled_batches(len(chosen), self.cfg.micro_batch_size_per_device, self._rng,
                                    self.rank, self.world_size)
-        sums = {"loss": 0.0, "reward_accuracy": 0.0, "margin": 0.0, "chosen_reward": 0.0,
-                "rejected_reward": 0.0, "nll": 0.0}
-        n_micro = 0
+        start, state = ckpt.resume(batches, gas) if ckpt else (0, {})
+        sums = dict(state.get("sums") or {"loss": 0.0, "reward_accuracy": 0.0, "margin": 0.0,
+                                          "chosen_reward": 0.0, "rejected_reward": 0.0, "nll": 0.0})
+        n_micro = state.get("n_micro", 0)
+        self.global_step = state.get("global_step", self.global_step)
         old_progress, self.progress = self.progress, self.progress if progress is None else progress
         self.engine.train()
         with self._bar(n_steps, "dpo") as bar:
-            for step in range(n_steps):
+            bar.update(start)
+            for step in range(start, n_steps):
                 self._set_lr(lr_at(step, n_steps, peak, self.cfg.warmup_ratio))
                 for _ in range(gas):
                     idx = next(batches)
@@ -348,6 +385,8 @@ class DeepSpeedTrainer:
                     sums["nll"] += nll.item()
                     n_micro += 1
                 self.global_step += 1
+                if ckpt and ckpt.due(step + 1):
+                    ckpt.save(step + 1, self.global_step, sums=sums, n_micro=n_micro)
                 bar.update(1)
                 bar.set_postfix(loss=f"{sums['loss'] / n_micro:.4f}",
                                 acc=f"{sums['reward_accuracy'] / n_micro:.2f}", refresh=False)
@@ -355,6 +394,8 @@ class DeepSpeedTrainer:
         metrics = {k: v / n_micro for k, v in sums.items()}
         metrics["steps"] = float(n_steps)
         metrics["pairs"] = float(len(chosen))
+        if ckpt:
+            metrics["resumed_from_step"] = start
         return metrics
 
     # ---- generation (evaluation helper; serving goes through rprm_ray.engines) ---------------

@@ -36,16 +36,36 @@ def base_model(run: Run, which: str) -> Path:
     return Path(tiny.ensure_model(spec, run.recipe.model_cache, key, seed=run.recipe.seed, verdict_token=judge))
 
 
+def trainer_checkpoint_dir(run: Run, name: str) -> Path | None:
+    """Where the running stage's trainer `name` keeps its resumable checkpoints (None outside a
+    stage): <run>/<stage>/trainer_ckpt/<name>/, removed once the stage's model is saved."""
+    if run.current_stage is None:
+        return None
+    return run.dir / run.current_stage / "trainer_ckpt" / name
+
+
+def _drop_trainer_checkpoints(ckpt_dir: Path | None) -> None:
+    """After the stage's model is saved: its trainer checkpoints (and trainer_ckpt/ once empty)."""
+    if ckpt_dir is None:
+        return
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if ckpt_dir.parent.is_dir() and not any(ckpt_dir.parent.iterdir()):
+        ckpt_dir.parent.rmdir()
+
+
 def train_sft(run: Run, init_dir: Path, table: pa.Table, steps: int, out_dir: Path, name: str,
               trainer_cfg: TrainerConfig | None = None) -> dict[str, Any]:
+    """SFT, resuming the stage's last trainer checkpoint when a killed attempt left one."""
     run.require_rows(table, f"{name}: 0 training examples")
+    ckpt_dir = trainer_checkpoint_dir(run, name)
     trainer = run.roles.trainer(init_dir, name=name, cfg=trainer_cfg)
     try:
-        metrics = trainer.sft(table, steps=steps)
+        metrics = trainer.sft(table, steps=steps, checkpoint_dir=ckpt_dir)
         checksum = trainer.save(out_dir)
     finally:
         trainer.shutdown()
     finish_checkpoint(out_dir, checksum, {"stage": name, "init": str(init_dir), "steps": steps})
+    _drop_trainer_checkpoints(ckpt_dir)
     return _plain(metrics)
 
 
@@ -54,14 +74,16 @@ def train_dpo(run: Run, init_dir: Path, pairs: pa.Table, out_dir: Path, name: st
     """Reference log-probs from the frozen `init_dir` weights first, then DPO (peak `lr`, default
     trainer.dpo_lr); one model resident."""
     run.require_rows(pairs, f"{name}: 0 preference pairs")
+    ckpt_dir = trainer_checkpoint_dir(run, name)
     trainer = run.roles.trainer(init_dir, name=name)
     try:
         pairs = trainer.add_reference_logps(pairs)
-        metrics = trainer.dpo(pairs, epochs=run.recipe.trainer.dpo_epochs, lr=lr)
+        metrics = trainer.dpo(pairs, epochs=run.recipe.trainer.dpo_epochs, lr=lr, checkpoint_dir=ckpt_dir)
         checksum = trainer.save(out_dir)
     finally:
         trainer.shutdown()
     finish_checkpoint(out_dir, checksum, {"stage": name, "init": str(init_dir), "pairs": pairs.num_rows})
+    _drop_trainer_checkpoints(ckpt_dir)
     return _plain(metrics), pairs
 
 
