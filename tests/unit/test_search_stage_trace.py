@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from stage_roles import Roles
 from test_search_world import OracleJudge, OracleScorer, world
 
 from rprm_ray import report
@@ -15,19 +16,6 @@ from rprm_ray.stages.data import DATA
 from rprm_ray.stages.policy import self_reward_search_stage
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Roles:
-    """The two roles the search stage asks for, whatever weights it names."""
-
-    def __init__(self, generator, judge):
-        self._generator, self._judge = generator, judge
-
-    def generator(self, model_dir):
-        return self._generator
-
-    def judge(self, model_dir):
-        return self._judge
 
 
 @pytest.mark.parametrize("mode", ["guided", "psrlm"])

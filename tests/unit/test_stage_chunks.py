@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from stage_roles import Roles
 from test_search_world import OracleJudge, OracleScorer, world
 
 from rprm_ray import batches
@@ -113,17 +114,6 @@ def test_a_store_of_another_kind_is_refused(tmp_path):
 
 
 # ---- the search stage, interrupted and resumed ----------------------------------------------
-
-
-class Roles:
-    def __init__(self, generator, judge):
-        self._generator, self._judge = generator, judge
-
-    def generator(self, model_dir):
-        return self._generator
-
-    def judge(self, model_dir):
-        return self._judge
 
 
 class DiesAfter:
