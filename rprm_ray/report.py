@@ -47,7 +47,36 @@ def collect(manifest: Manifest) -> dict[str, Any]:
     beam = stages.get("final/beam")
     if beam:
         out["beam"] = beam
+    timing = time_by_stage_kind(manifest.data["stages"])
+    if timing:
+        out["seconds_by_stage_kind"] = timing
     return out
+
+
+def time_by_stage_kind(stages: dict[str, Any]) -> dict[str, float]:
+    """Where a run's time went: each kind of stage (`policy_sft`, `search`, ... summed over the
+    iterations) with its seconds, slowest first. Stages reused from an earlier attempt count the
+    time they took then."""
+    kinds: dict[str, float] = {}
+    for key, stage in stages.items():
+        kind = key.split("/", 1)[-1]
+        kinds[kind] = kinds.get(kind, 0.0) + float(stage.get("seconds", 0.0))
+    return {k: round(v, 1) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])}
+
+
+def time_lines(seconds_by_kind: dict[str, float], most: int = 6) -> list[str]:
+    """The summary's time budget: total stage time, then the slowest kinds with their share."""
+    total = sum(seconds_by_kind.values())
+    if total <= 0:
+        return []
+    lines = [f"stage time {total / 60:.1f} min, by kind of stage:"]
+    shown = list(seconds_by_kind.items())[:most]
+    width = max(len(k) for k, _ in shown)
+    lines += [f"  {k.ljust(width)}  {v / 60:5.1f} min  {100 * v / total:3.0f}%" for k, v in shown]
+    rest = total - sum(v for _, v in shown)
+    if rest > 0:
+        lines.append(f"  {'others'.ljust(width)}  {rest / 60:5.1f} min  {100 * rest / total:3.0f}%")
+    return lines
 
 
 def make_plots(summary: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -286,5 +315,6 @@ def summary_text(run_dir: Path) -> str:
         lines.append("reference targets (embedded demo):")
         width = max(len(a) for a, _ in targets)
         lines += [f"  {a.ljust(width)}  {b}" for a, b in targets]
+    lines += time_lines(summary.get("seconds_by_stage_kind", {}))
     lines.append(f"report: {run_dir / 'report.html'}")
     return "\n".join(lines)

@@ -58,6 +58,7 @@ def check_report(run_dir: Path, console: str, stages: list[str]) -> dict:
     html = (run_dir / "report.html").read_text()
     summary = summary_text(run_dir)
     assert summary and summary in console
+    assert "stage time " in summary and set(metrics["seconds_by_stage_kind"]) == {k.split("/")[1] for k in stages}
     for png in ("accuracy_per_iteration.png",):
         assert (run_dir / png).stat().st_size > 0 and png in html
     return metrics

@@ -91,3 +91,18 @@ def test_targets_carry_the_paired_interval_of_their_difference() -> None:
     assert rows["Best-of-8 >= pass@1 + 10"].endswith("greedy 64.5); difference +15.0, 95% CI [+12.0, +18.0]")
     assert rows["beam >= Best-of-N at equal candidate steps"] == (
         "met: beam 76.0% (3220 steps) vs Best-of-8 76.0% (3200 steps); difference +0.0, 95% CI [-3.0, +3.0]")
+
+
+def test_time_goes_to_kinds_of_stage_summed_over_iterations_slowest_first() -> None:
+    stages = {"iter_0/data": {"seconds": 3.0}, "iter_0/policy_sft": {"seconds": 240.0},
+              "iter_1/search": {"seconds": 60.0}, "iter_1/step_dpo": {"seconds": 30.0},
+              "iter_2/search": {"seconds": 90.0}, "iter_2/step_dpo": {"seconds": 30.0}, "final/beam": {}}
+    kinds = report.time_by_stage_kind(stages)
+    assert list(kinds.items()) == [("policy_sft", 240.0), ("search", 150.0), ("step_dpo", 60.0), ("data", 3.0),
+                                   ("beam", 0.0)]
+    lines = report.time_lines(kinds, most=2)
+    assert lines[0] == "stage time 7.5 min, by kind of stage:"
+    assert lines[1].split() == ["policy_sft", "4.0", "min", "53%"]
+    assert lines[2].split() == ["search", "2.5", "min", "33%"]
+    assert lines[3].split() == ["others", "1.1", "min", "14%"]
+    assert report.time_lines({}) == []
