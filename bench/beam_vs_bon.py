@@ -56,7 +56,7 @@ def main() -> int:
                         help="override a field of the run's recipe (e.g. resources.serve_port=8001)")
     parser.add_argument("--smoke", action="store_true", help="the smallest size: checks that the bench runs")
     args = parser.parse_args()
-    if args.smoke:
+    if args.smoke:  # one seed, a few problems: a check that the bench runs, not a figure
         args.seeds = args.seeds[:1]
 
     from rprm_ray.roles import Roles, init_ray
@@ -67,6 +67,8 @@ def main() -> int:
     recipe = load_recipe(args.run / "recipe.yaml", ["name=bench-beam-vs-bon", *args.overrides])
     task = make_task(recipe)
     problems = task.problems("eval")
+    if args.smoke:
+        problems = problems.slice(0, 2)
     s = recipe.search
     variants = args.beam_prune_below if args.beam_prune_below is not None else [s.beam_prune_below]
     names = [f"beam<{v}" if v is not None else "beam" for v in variants]
