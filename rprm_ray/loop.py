@@ -158,8 +158,8 @@ class Run:
             outputs[name] = str(path.relative_to(self.dir))
         seconds = time.perf_counter() - t0
         self.manifest.record(key, outputs, result.metrics, seconds, result.state)
-        # The stage's outputs now hold everything its chunks did: they would only take disk space.
-        shutil.rmtree(self.chunks_dir(key), ignore_errors=True)
+        # The stage's outputs now hold everything its chunks and trainer checkpoints led to.
+        self._drop_resume_state(key)
         if self.tracker is not None:
             self.tracker.log_stage(key, result.metrics, seconds)
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in result.metrics.items() if _scalar(v))
@@ -182,6 +182,15 @@ class Run:
     def chunks_dir(self, key: str) -> Path:
         """Where stage `key` keeps its finished chunks until it is recorded (then removed)."""
         return self.dir / key / "chunks"
+
+    def trainer_checkpoints_dir(self, key: str) -> Path:
+        """Where stage `key`'s trainers keep resumable checkpoints until it is recorded (then removed)."""
+        return self.dir / key / "trainer_ckpt"
+
+    def _drop_resume_state(self, key: str) -> None:
+        """What stage `key` kept so a killed attempt could resume: its chunks and trainer checkpoints."""
+        for path in (self.chunks_dir(key), self.trainer_checkpoints_dir(key)):
+            shutil.rmtree(path, ignore_errors=True)
 
     def shards(self, name: str, kind: str) -> Any:
         """A `shards.ShardStore` for the finished chunks of the running stage
@@ -226,12 +235,14 @@ class Run:
         return lambda items, size, fn, kinds, concurrent=1: self.map_chunks(name, items, size, fn, kinds, concurrent)
 
     def rerun(self, key: str) -> list[str]:
-        """Forget stage `key` and every later one (`Manifest.forget`), and remove the chunks of every
-        stage not recorded now: a stage killed after `key` computed them from what is redone."""
+        """Forget stage `key` and every later one (`Manifest.forget`), and remove the resume state
+        (chunks, trainer checkpoints) of every stage not recorded now: a stage killed after `key`
+        computed it from what is redone."""
         dropped = self.manifest.forget(key)
-        for chunks in self.dir.glob("*/*/chunks"):
-            if not self.manifest.is_done(str(chunks.parent.relative_to(self.dir))):
-                shutil.rmtree(chunks, ignore_errors=True)
+        for stage_dir in self.dir.glob("*/*/"):
+            stage = str(stage_dir.relative_to(self.dir))
+            if not self.manifest.is_done(stage):
+                self._drop_resume_state(stage)
         return dropped
 
     def require_rows(self, table: pa.Table, why: str) -> pa.Table:

@@ -201,7 +201,7 @@ def self_reward_search_stage(run: Run, iteration: int) -> StageResult:
                                                  rollback_on_tie=r.loop.rollback_on_tie, trace=trace,
                                                  chunk_map=run.chunk_map("search"))
     finished = sum(bool(f) for f in results.column("finished").to_pylist())
-    trace.sort(key=lambda t: (t["problem_id"], t["level"], t["candidate_id"]))  # chunks may interleave
+    trace.sort(key=lambda t: (t["problem_id"], t["level"], t["candidate_id"]))  # by problem, for the report
     return StageResult(
         metrics={"problems": problems.num_rows, "finished": finished, "pairs": step_pairs.num_rows},
         tables={"search_results": (results, "search_results"), "pairs": (step_pairs, "preference_pairs"),

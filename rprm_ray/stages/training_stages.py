@@ -38,19 +38,11 @@ def base_model(run: Run, which: str) -> Path:
 
 def trainer_checkpoint_dir(run: Run, name: str) -> Path | None:
     """Where the running stage's trainer `name` keeps its resumable checkpoints (None outside a
-    stage): <run>/<stage>/trainer_ckpt/<name>/, removed once the stage's model is saved."""
+    stage): <run>/<stage>/trainer_ckpt/<name>/, removed with the stage's other resume state once
+    the stage is recorded (`Run.stage`)."""
     if run.current_stage is None:
         return None
-    return run.dir / run.current_stage / "trainer_ckpt" / name
-
-
-def _drop_trainer_checkpoints(ckpt_dir: Path | None) -> None:
-    """After the stage's model is saved: its trainer checkpoints (and trainer_ckpt/ once empty)."""
-    if ckpt_dir is None:
-        return
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    if ckpt_dir.parent.is_dir() and not any(ckpt_dir.parent.iterdir()):
-        ckpt_dir.parent.rmdir()
+    return run.trainer_checkpoints_dir(run.current_stage) / name
 
 
 def train_sft(run: Run, init_dir: Path, table: pa.Table, steps: int, out_dir: Path, name: str,
@@ -65,7 +57,6 @@ def train_sft(run: Run, init_dir: Path, table: pa.Table, steps: int, out_dir: Pa
     finally:
         trainer.shutdown()
     finish_checkpoint(out_dir, checksum, {"stage": name, "init": str(init_dir), "steps": steps})
-    _drop_trainer_checkpoints(ckpt_dir)
     return _plain(metrics)
 
 
@@ -83,7 +74,6 @@ def train_dpo(run: Run, init_dir: Path, pairs: pa.Table, out_dir: Path, name: st
     finally:
         trainer.shutdown()
     finish_checkpoint(out_dir, checksum, {"stage": name, "init": str(init_dir), "pairs": pairs.num_rows})
-    _drop_trainer_checkpoints(ckpt_dir)
     return _plain(metrics), pairs
 
 
