@@ -103,7 +103,8 @@ class TeacherConfig(_Strict):
     # critique's (a small teacher held to `[[A]]`/`[[B]]`); null: `extra_body`.
     pairwise_extra_body: dict[str, Any] | None = None
     # Start vLLM's OpenAI-compatible server for `model` at `url`'s host and port for the run, and
-    # stop it when the run ends (a self-contained run; `url` must be on this machine).
+    # stop it when the run ends (a self-contained run; `url` must be on this machine). Port 0: a
+    # free port chosen when the run starts.
     launch: bool = False
 
     @model_validator(mode="after")
@@ -114,7 +115,7 @@ class TeacherConfig(_Strict):
             raise ValueError("teacher.kind 'openai' needs teacher.url and teacher.model")
         if self.launch and (self.kind != "openai" or ":" not in (self.url or "").split("//")[-1]):
             raise ValueError("teacher.launch starts a local server: it needs kind 'openai' and a url with a port "
-                             "(e.g. http://127.0.0.1:8321/v1)")
+                             "(e.g. http://127.0.0.1:8321/v1; port 0: a free one)")
         return self
 
 

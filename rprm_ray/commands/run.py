@@ -98,13 +98,20 @@ def launched_teacher(recipe, run_dir: Path):
     from urllib.parse import urlparse
 
     from rprm_ray.hub import resolve_model
-    from rprm_ray.teacher_server import vllm_openai_server
+    from rprm_ray.teacher_server import free_port, vllm_openai_server
 
     t = recipe.models.teacher
     url = urlparse(t.url)
+    host = url.hostname or "127.0.0.1"
+    port = url.port
+    if not port:
+        # Port 0: a free port for this run, so runs on one machine never collide; the run's
+        # teacher client reads the url from the recipe.
+        port = free_port(host)
+        t.url = url._replace(netloc=f"{host}:{port}").geturl()
     model_dir = resolve_model(t.model, revision=t.revision, cache=recipe.models.hub_cache, where="models.teacher.model")
-    print(f"teacher: starting vLLM's OpenAI-compatible server for {t.model} on {url.hostname}:{url.port}", flush=True)
-    with vllm_openai_server(model_dir, served_name=t.model, host=url.hostname or "127.0.0.1", port=url.port,
+    print(f"teacher: starting vLLM's OpenAI-compatible server for {t.model} on {host}:{port}", flush=True)
+    with vllm_openai_server(model_dir, served_name=t.model, host=host, port=port,
                             max_model_len=recipe.judge.max_model_len_tokens,
                             log_path=run_dir / "teacher-server.log"):
         yield

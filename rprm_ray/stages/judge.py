@@ -199,8 +199,10 @@ def judge_sft_stage(run: Run) -> StageResult:
     table = run.table("iter_0/judge_seed", "judge_sft", "sft_examples")
     init = judge_init(run)
     trainer = judge_sft_trainer(r)
+    # The teacher's url is where it answered, not what it is (a launched teacher on port 0 gets a
+    # new port every run); its answers are in the table's fingerprint anyway.
     key = cache_key("judge-sft", r.task.model_dump(mode="json"), r.models.judge.model_dump(mode="json"),
-                    r.models.teacher.model_dump(mode="json"), trainer.model_dump(mode="json"),
+                    r.models.teacher.model_dump(mode="json", exclude={"url"}), trainer.model_dump(mode="json"),
                     r.bootstrap.model_dump(mode="json"), r.pairs.seed, str(init), r.seed)
     out, metrics = cached_sft(run, key, init, table, r.bootstrap.judge_sft_steps, "judge-sft", trainer)
     return StageResult(metrics=metrics, state={"judge_dir": str(out), "judge_sft_dir": str(out)})
