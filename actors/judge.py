@@ -409,7 +409,7 @@ def deploy_judge(
     if isinstance(recipe_or_judge_cfg, Recipe):
         recipe = recipe_or_judge_cfg
         cfg = recipe.judge
-        spec = recipe.models.judge or recipe.models.policy
+        spec = recipe.judge_model or recipe.models.policy
         engine_overrides = {"dtype": spec.dtype, "trust_remote_code": spec.trust_remote_code,
                             "too_long": recipe.models.too_long}
         style_name = style_name or recipe.models.prompt_style

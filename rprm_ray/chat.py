@@ -138,8 +138,8 @@ def role_style(recipe: Recipe, role: str) -> PromptStyle:
     from rprm_ray.hub import resolve_model
 
     spec = recipe.models.policy
-    if role == "judge" and recipe.models.judge is not None:
-        spec = recipe.models.judge
+    if role == "judge" and recipe.judge_model is not None:
+        spec = recipe.judge_model
     else:
         role = "policy"
     key = (recipe.model_dump_json(include={"models"}), role)

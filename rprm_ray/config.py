@@ -460,6 +460,12 @@ class Recipe(_Strict):
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig | None = None  # None: no tracker
 
+    @property
+    def judge_model(self) -> ModelSpec | None:
+        """The separate R-PRM judge's model; None where the policy judges itself (mode psrlm, whose
+        self-rewarding policy is its own judge whatever models.judge says, or models.judge null)."""
+        return None if self.loop.mode == "psrlm" else self.models.judge
+
     @model_validator(mode="after")
     def _cross(self) -> Recipe:
         if self.loop.mode in ("rprm", "guided") and self.models.judge is None:

@@ -117,7 +117,7 @@ def model_card(recipe: Recipe, role: str, run_dir: Path, src: Path) -> str:
         data = "datasets: " + ", ".join(f"{k} = `{v}`" for k, v in sources.items() if v)
     figures = "\n".join(f"| {a} | {b} |" for a, b in headline_rows(summary)) or "| (no figures recorded) | |"
     stages = "\n".join(f"- `{key}` ({stage['seconds']:.1f} s)" for key, stage in manifest.data["stages"].items())
-    base = recipe.models.judge if role == "judge" and recipe.models.judge else recipe.models.policy
+    base = recipe.judge_model if role == "judge" and recipe.judge_model else recipe.models.policy
     base_line = "" if base.is_tiny else f"base_model: {base.name_or_path}\n"
     return f"""---
 library_name: transformers

@@ -101,7 +101,7 @@ def resolve_recipe_models(recipe: Recipe) -> dict[str, Path]:
     Tiny models are built later by their stages (they depend on the recipe, not on a download)."""
     m = recipe.models
     out: dict[str, Path] = {}
-    roles = [("policy", m.policy), ("judge", m.judge)]
+    roles = [("policy", m.policy), ("judge", recipe.judge_model)]
     for role, spec in roles:
         if spec is not None and not spec.is_tiny:
             where = f"models.{role}.name_or_path"
@@ -230,13 +230,15 @@ def length_checks(recipe: Recipe) -> tuple[list[str], list[str]]:
     """(errors, notes) of `--dry-run`: each role's max_model_len_tokens (and the trainer's
     max_seq_len_tokens) against its model's max_position_embeddings, where the config is reachable."""
     m = recipe.models
+    judge = recipe.judge_model
     checks: list[tuple[str, object, int, str]] = [
         ("policy", m.policy, recipe.generator.max_model_len_tokens, "generator.max_model_len_tokens"),
-        ("judge", m.judge or m.policy, recipe.judge.max_model_len_tokens, "judge.max_model_len_tokens"),
+        ("judge" if judge else "policy", judge or m.policy, recipe.judge.max_model_len_tokens,
+         "judge.max_model_len_tokens"),
         ("policy", m.policy, recipe.trainer.max_seq_len_tokens, "trainer.max_seq_len_tokens"),
     ]
-    if m.judge is not None:
-        checks.append(("judge", m.judge, recipe.trainer.max_seq_len_tokens, "trainer.max_seq_len_tokens"))
+    if judge is not None:
+        checks.append(("judge", judge, recipe.trainer.max_seq_len_tokens, "trainer.max_seq_len_tokens"))
     errors, notes = [], []
     for field, cfg in (("generator", recipe.generator), ("judge", recipe.judge)):
         if cfg.sampling.max_new_tokens >= cfg.max_model_len_tokens:

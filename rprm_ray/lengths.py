@@ -25,8 +25,8 @@ def role_tokenizer(recipe: Recipe, role: str):
     from rprm_ray.hub import resolve_model
 
     spec: ModelSpec = recipe.models.policy
-    if role == "judge" and recipe.models.judge is not None:
-        spec = recipe.models.judge
+    if role == "judge" and recipe.judge_model is not None:
+        spec = recipe.judge_model
     if spec.is_tiny:
         from rprm_ray.tiny import build_tokenizer
 

@@ -290,7 +290,7 @@ def placement_plan(recipe: Recipe) -> list[dict[str, Any]]:
             "model": recipe.models.policy.name_or_path,
         }
     ]
-    judge_model = recipe.models.judge.name_or_path if recipe.models.judge else "(the policy itself)"
+    judge_model = recipe.judge_model.name_or_path if recipe.judge_model else "(the policy itself)"
     a = j.autoscaling
     plan.append(
         {
@@ -334,4 +334,7 @@ def format_plan(recipe: Recipe) -> str:
             + recipe.trainer.num_workers * recipe.trainer.num_gpus_per_worker)
     lines.append(f"peak demand: {cpus:g} CPUs, {gpus:g} GPUs (judge at max_replicas); "
                  f"mode {recipe.loop.mode}, {recipe.loop.iterations} iterations, run dir {recipe.run_dir}")
+    if recipe.loop.mode == "psrlm" and recipe.models.judge is not None:
+        lines.append(f"note: models.judge ({recipe.models.judge.name_or_path}) is not used: in mode psrlm the "
+                     "policy judges itself (set models.judge: null to say so)")
     return "\n".join(lines)

@@ -90,7 +90,7 @@ def resolve_model(text: str, role: Role, what: str) -> ModelSource:
         if (path / "manifest.json").is_file():
             manifest, recipe = run_recipe(path, what)
             state = manifest.state
-            key = "policy_dir" if role == "policy" or (recipe.models.judge is None and "judge_dir" not in state) else "judge_dir"
+            key = "policy_dir" if role == "policy" or (recipe.judge_model is None and "judge_dir" not in state) else "judge_dir"
             model_dir = run_model_dir(state, key, recipe.run_dir, path, what)
             return ModelSource(str(model_dir.resolve()), f"run {path}", recipe, path)
         raise DataError(f"{what} {text}: neither a model directory (no config.json) nor a run directory (no manifest.json)")

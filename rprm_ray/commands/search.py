@@ -133,9 +133,9 @@ def model_dirs(recipe: Recipe, policy: str | Path | None, judge: str | Path | No
                                  where=f"models.{role}.name_or_path"))
 
     policy_dir = pick(policy, recipe.models.policy, "policy", "--policy-model")
-    if recipe.search.strategy == "self_judged" or recipe.models.judge is None:
+    if recipe.search.strategy == "self_judged" or recipe.judge_model is None:
         return policy_dir, pick(judge, None, "judge", "--judge-model") if judge else policy_dir
-    return policy_dir, pick(judge, recipe.models.judge, "judge", "--judge-model")
+    return policy_dir, pick(judge, recipe.judge_model, "judge", "--judge-model")
 
 
 def _search(recipe: Recipe, task: Any, problems: pa.Table, policy_dir: str, judge_dir: str) -> pa.Table:

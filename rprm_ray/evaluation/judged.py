@@ -59,7 +59,7 @@ def resolve_judge(model_or_run: str) -> JudgeSource:
     if source.recipe is None:
         return _bare_model(source.model_dir, origin=source.origin)
     recipe = source.recipe
-    spec = recipe.models.judge or recipe.models.policy
+    spec = recipe.judge_model or recipe.models.policy
     return JudgeSource(
         model_dir=source.model_dir,
         prompt_style=recipe.models.prompt_style,

@@ -111,3 +111,21 @@ def test_psrlm_on_a_dataset_needs_a_teacher_for_its_pairwise_examples():
     load_recipe(psrlm, ["models.teacher.kind=programmatic", "bootstrap.pairwise_judge_examples=0"])
     r = load_recipe(psrlm)
     assert r.models.teacher.max_concurrent_requests == 64 and r.models.teacher.api == "chat"
+
+
+def test_a_self_judging_policy_is_its_own_judge_whatever_models_judge_says():
+    """Mode psrlm judges with the policy: a models.judge left in the recipe is not used for the
+    judge's model, chat template or length checks, and the plan says so in one line."""
+    from rprm_ray.hub import length_checks
+    from rprm_ray.loop import format_plan
+
+    guided = load_recipe(TINY, ["models.judge.tiny.max_position_embeddings=1024"])
+    psrlm = load_recipe(TINY, ["loop.mode=psrlm", "models.judge.tiny.max_position_embeddings=1024"])
+    assert guided.judge_model is guided.models.judge
+    assert psrlm.judge_model is None
+    assert "note: models.judge (tiny) is not used" in format_plan(psrlm)
+    assert "note:" not in format_plan(guided)
+    _, notes = length_checks(psrlm)
+    assert "judge.max_model_len_tokens (512) <= models.policy max_position_embeddings (512)" in notes
+    _, notes = length_checks(guided)
+    assert "judge.max_model_len_tokens (512) <= models.judge max_position_embeddings (1024)" in notes
