@@ -1,12 +1,14 @@
 """Critiques per second of the process judge: bare vLLM vs the ProcessJudge through Ray Serve vs
 the transformers backend, on the same prompts, measured side by side in one run.
 
-    (a) bare `vllm.LLM.generate` on the judge prompts (same sampling, same per-prompt seeds, same
-        top-k log-probs the judge needs for P(Yes)): the ceiling
+    (a) the bare vLLM engine in this process, writing the critiques as the judge does
+        (`judging.critiques_with_verdict`: no log-probs up to the verdict prefix, then the verdict
+        continued with the top-k log-probs P(Yes) needs; same sampling, same per-prompt seeds):
+        the ceiling
     (b) `JudgeClient.score_steps` -> ProcessJudge replica on Serve (one replica holding the same
         vLLM engine): adds Arrow tables through the object store, Serve routing, verdict parsing,
         P(Yes) and step scores
-    (c) the transformers backend (`make_engine(..., "transformers")`) generating the same critiques
+    (c) the transformers backend (`make_engine(..., "transformers")`) writing critiques the same way
 
 Target: b/a >= 0.8. The three are timed in turn in every round (median of `--rounds` reported), so
 load from other processes on the machine hits them alike. (a) and (b) share prompts and seeds, so
@@ -118,34 +120,22 @@ def main() -> int:
     )
     critiques = args.steps * args.k
 
-    # (a) bare vLLM: `LLM.generate` on the very `vllm.LLM` the judge's engine builds (same engine
-    # arguments, e.g. whole prefills on CPU), without the engine wrapper, Arrow, Serve or parsing.
-    from vllm import SamplingParams
-
+    # (a) bare vLLM: the engine the judge replica builds (same engine arguments, e.g. whole
+    # prefills on CPU) and the judge's own two calls, without Arrow, Serve or parsing. (A single
+    # call with log-probs at every token is 2.5x slower: bench/logprobs_cost.py.)
     from rprm_ray.engines import make_engine
-    from rprm_ray.engines.base import prompt_seed
 
-    llm = make_engine(model_dir, "vllm", cfg).llm
-    params = [
-        SamplingParams(
-            n=args.k,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_new_tokens,
-            seed=prompt_seed(sampling.seed, p),
-            logprobs=judging.VERDICT_TOP_LOGPROBS,
-        )
-        for p in prompts
-    ]
+    engine = make_engine(model_dir, "vllm", cfg)
+    llm = engine.llm
 
     def bare() -> list:
-        return llm.generate(prompts, params, use_tqdm=False)
+        return judging.critiques_with_verdict(engine, prompts, args.k, sampling)
 
     # (c) transformers backend.
     hf = make_engine(model_dir, "transformers", cfg)
 
     def transformers() -> list:
-        return hf.generate(prompts, n=args.k, sampling=sampling, logprobs=judging.VERDICT_TOP_LOGPROBS)
+        return judging.critiques_with_verdict(hf, prompts, args.k, sampling)
 
     # (b) ProcessJudge on Serve.
     import ray
@@ -175,10 +165,10 @@ def main() -> int:
         times["b"].append(t)
         t, hf_out = timed(transformers)
         times["c"].append(t)
-    tokens["a"] = sum(len(o.token_ids) for out in bare_out for o in out.outputs)
+    tokens["a"] = sum(len(c.token_ids) for outs in bare_out for c in outs)
     tokens["c"] = sum(len(c.token_ids) for outs in hf_out for c in outs)
 
-    bare_texts = [o.text for out in bare_out for o in sorted(out.outputs, key=lambda o: o.index)]
+    bare_texts = [c.text for outs in bare_out for c in outs]
     same = bare_texts == serve_critiques.column("critique").to_pylist()
     counts = judging.critique_counts(serve_critiques)
 
@@ -190,7 +180,7 @@ def main() -> int:
     )
     print(f"{'':34}{'critiques/s':>12}{'tokens/s':>10}{'s/call':>8}")
     rows = [
-        ("(a) bare vllm.LLM.generate", "a", tokens["a"]),
+        ("(a) bare vLLM engine, same calls", "a", tokens["a"]),
         ("(b) ProcessJudge via Ray Serve", "b", tokens["a"] if same else None),
         ("(c) transformers backend", "c", tokens["c"]),
     ]
