@@ -27,8 +27,8 @@ Untrained models write noise, which costs the same to generate as sense. The two
 differently, so they generate somewhat different token counts (end-of-sequence and stop strings
 hit at random places): tokens/s compares the work, items/s (solutions, critiques) what a role
 delivers. Each round times every (role, engine) pair in turn, vLLM's prefix cache reset first, so
-load from other processes hits both alike; medians over `--rounds` after a warm-up call of each
-(vLLM compiles its model on the first batches).
+load from other processes hits both alike; medians over `--rounds` after a small warm-up call of
+each (vLLM compiles its model at start-up; first calls still fill caches and import lazily).
 
     .venv/bin/python bench/engine_scaling.py [--sizes 128x2 256x4 512x8] [--rounds 3]
     .venv/bin/python bench/engine_scaling.py --smoke      # seconds: a broken benchmark fails CI
