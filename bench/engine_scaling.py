@@ -20,8 +20,9 @@ caching on, 512 positions) plays both roles:
   ones P(Yes) is read from), `--critique-tokens` per call at most.
 The compact style, not the paper's: paper prompts are ~2,250 tokens each for the byte-level tiny
 tokenizer, and the transformers backend prefills every prompt once per critique (K copies in its
-batch), which at 512x8 takes minutes per round on two cores; the compact prompts keep the whole
-three-size run within ~15 minutes while the judge still runs its real multi-call loop.
+batch), which at 512x8 takes minutes per round on two cores; with the compact prompts the whole
+three-size run takes ~2 minutes on a quiet 2-core machine while the judge still runs its real
+multi-call loop.
 
 Untrained models write noise, which costs the same to generate as sense. The two backends sample
 differently, so they generate somewhat different token counts (end-of-sequence and stop strings
