@@ -171,9 +171,10 @@ def where_time_goes(args: argparse.Namespace, params: dict[str, int], results: d
     batches 16 prompts x n at once), decoded for about max_new_tokens steps: seconds / steps is the
     time of one decoding step. The smallest model's step is nearly all fixed cost (scheduling,
     sampling, Python per step; its matmuls are tiny), so it bounds the fixed part of every larger
-    model's step from above; the rest of a step grows with the parameters. (A straight line
-    through the sizes does not fit: once the weights outgrow the CPU caches, each step streams
-    them from memory, and time grows faster than the parameters.)"""
+    model's step from above; the rest of a step grows with the parameters. (A bound, not a line
+    fitted through the sizes: step time is not linear in the parameters, since larger matmuls run
+    more efficiently, weights that outgrow the CPU caches stream from memory every step, and on a
+    busy machine load changes between sizes.)"""
     if args.prompts > 16:
         return  # the transformers backend splits the call into several batches: no single step
     small = args.sizes[0]
