@@ -35,13 +35,15 @@ PHASES = ("save", "reload", "verify")
 SEVEN_B_BF16_GB = 7.6e9 * 2 / 1e9
 
 
-def build(hidden: int, layers: int, out: Path) -> Path:
+def build(hidden: int, layers: int, out: Path, verdict_token: bool = False) -> Path:
+    """An untrained tiny Llama of that size (head_dim 64, MLP 4 x hidden); `verdict_token` for a
+    judge's vocabulary (bench/engine_scaling.py builds its models here too)."""
     from rprm_ray.config import TinyModelConfig
     from rprm_ray.tiny import build_tiny_model
 
     cfg = TinyModelConfig(hidden_size=hidden, num_layers=layers, num_heads=max(1, hidden // 64),
                           intermediate_size=4 * hidden)
-    return build_tiny_model(cfg, out, seed=0)
+    return build_tiny_model(cfg, out, seed=0, verdict_token=verdict_token)
 
 
 def checkpoint_gb(model_dir: Path) -> float:

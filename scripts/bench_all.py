@@ -54,6 +54,7 @@ INPUTS: dict[str, Callable[[Path, dict], list[str]]] = {
 RESULT: dict[str, str] = {
     "beam_vs_bon.py": r"beam\S* - Best-of-N over \d+ seeds: .*",
     "bootstrap_policy.py": r"\[zero \d\] accuracy \d+\.\d%.*",
+    "engine_scaling.py": r"vLLM vs transformers on this CPU \(items/s\): generator: .*; judge: .*",
     "judge_throughput.py": r"b/a = \d+\.\d\d .* b/c = \d+\.\d\d",
     "judge_vs_policy_steps.py": r"judge said No \d+ times.*",
     "logprobs_cost.py": r"generator \(\d+ prefixes x 6\): .* ratio +\d+\.\d\dx",
