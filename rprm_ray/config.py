@@ -132,6 +132,12 @@ class ModelsConfig(_Strict):
     # (counted as skipped_too_long in the stage's metrics), or keep its last tokens (truncate_left,
     # vLLM's truncate_prompt_tokens rule: the start of the prompt is dropped).
     too_long: Literal["skip", "truncate_left"] = "skip"
+    # Compact judge prompts (pointwise and pairwise) open with `J:` instead of the policy's `Q:`
+    # (prompts.CompactStyle), so a model that is both policy and judge can tell the jobs apart.
+    # null: on in loop.mode psrlm, where one model does both; off in the other modes, whose judge
+    # is a model of its own (their measured figures were made with `Q:`). The paper style's judge
+    # prompts differ from its policy prompt anyway.
+    distinct_judge_prompts: bool | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -482,6 +488,12 @@ class Recipe(_Strict):
     @property
     def run_dir(self) -> Path:
         return self.run_root / self.name
+
+    @property
+    def distinct_judge_prompts(self) -> bool:
+        """models.distinct_judge_prompts, resolved (null: psrlm mode only)."""
+        explicit = self.models.distinct_judge_prompts
+        return self.loop.mode == "psrlm" if explicit is None else explicit
 
 
 # --------------------------------------------------------------------------------------------

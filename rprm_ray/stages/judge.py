@@ -201,7 +201,8 @@ def judge_sft_stage(run: Run) -> StageResult:
     trainer = judge_sft_trainer(r)
     key = cache_key("judge-sft", r.task.model_dump(mode="json"), r.models.judge.model_dump(mode="json"),
                     r.models.teacher.model_dump(mode="json"), trainer.model_dump(mode="json"),
-                    r.bootstrap.model_dump(mode="json"), r.pairs.seed, str(init), r.seed)
+                    r.bootstrap.model_dump(mode="json"), r.pairs.seed, str(init), r.seed,
+                    *(["J:"] if r.distinct_judge_prompts else []))  # judge prompts' marker, when not Q:
     out, metrics = cached_sft(run, key, init, table, r.bootstrap.judge_sft_steps, "judge-sft", trainer)
     return StageResult(metrics=metrics, state={"judge_dir": str(out), "judge_sft_dir": str(out)})
 

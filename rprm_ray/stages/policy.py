@@ -14,6 +14,10 @@ from rprm_ray.loop import Run, StageResult
 from rprm_ray.stages import data
 from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, train_dpo
 
+# The compact pairwise judgment's format (arith.teacher_pairwise), in psrlm M1's cache key: the
+# judge works its own step before it is shown the candidates, then marks both.
+PAIRWISE_FORMAT = "recompute-first-worked"
+
 
 def policy_sft_stage(run: Run) -> StageResult:
     """M1: the policy learns the step format from reference solutions (PSRLM's IFT). In `psrlm`
@@ -35,7 +39,9 @@ def policy_sft_stage(run: Run) -> StageResult:
         table = batches.concat([table, eft], "sft_examples")
     key = cache_key("policy-sft", r.loop.mode, r.task.model_dump(mode="json"),
                     r.models.policy.model_dump(mode="json"), r.trainer.model_dump(mode="json"),
-                    r.bootstrap.policy_sft_steps, r.bootstrap.pairwise_judge_examples, r.seed)
+                    r.bootstrap.policy_sft_steps, r.bootstrap.pairwise_judge_examples, r.seed,
+                    # psrlm's rows hold judge prompts: their format is part of what was trained.
+                    *([r.distinct_judge_prompts, PAIRWISE_FORMAT] if r.loop.mode == "psrlm" else []))
     out, metrics = cached_sft(run, key, base_model(run, "policy"), table, r.bootstrap.policy_sft_steps,
                               "policy-sft")
     return StageResult(metrics={**metrics, "examples": table.num_rows, **eft_metrics},

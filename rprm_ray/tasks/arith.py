@@ -672,11 +672,13 @@ def labeled_steps_table(problems: list[ArithProblem], seed: int, error_rate: flo
     return from_rows(rows, "labeled_steps")
 
 
-def pairwise_sft_table(problems: list[ArithProblem], seed: int, num_examples: int) -> pa.Table:
+def pairwise_sft_table(problems: list[ArithProblem], seed: int, num_examples: int,
+                       style: CompactStyle = STYLE) -> pa.Table:
     """PSRLM EFT-style examples: a prefix (the reference, or half the time an injected-error
     solution, so judgments stay local to the prefix as written), the right next step and a
     realistic wrong one; each pair appears in both A/B orders (2 rows), `num_examples` rows in
-    all (rounded down to even), cycling over the problems."""
+    all (rounded down to even), cycling over the problems. Prompts are written in `style` (the
+    run's: its judge prompts may open with `J:`)."""
     if not problems:
         raise ValueError("pairwise_sft_table: no problems")
     rows = []
@@ -697,7 +699,7 @@ def pairwise_sft_table(problems: list[ArithProblem], seed: int, num_examples: in
                 {
                     "example_id": f"pairwise/{p.problem_id}/{j}/{order}",
                     "kind": "pairwise",
-                    "prompt": STYLE.pairwise_prompt(p.question, prefix, a, b),
+                    "prompt": style.pairwise_prompt(p.question, prefix, a, b),
                     "completion": judgment,
                 }
             )
