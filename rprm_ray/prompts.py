@@ -121,7 +121,14 @@ class PromptStyle:
         raise NotImplementedError(f"prompt style {self.name!r} shows the step in judge_prompt")
 
     def pairwise_prompt(self, question: str, previous_steps: list[str], step_a: str, step_b: str) -> str:
+        """What the pairwise judge reads before it writes. With `recompute_first` that is the
+        context only: the two steps enter the judgment after the judge's first line, as
+        `shown_pair(step_a, step_b)`."""
         raise NotImplementedError
+
+    def shown_pair(self, step_a: str, step_b: str) -> str:
+        """The lines that show a recompute-first pairwise judge both steps (after its own line)."""
+        raise NotImplementedError(f"prompt style {self.name!r} shows the steps in pairwise_prompt")
 
 
 class CompactStyle(PromptStyle):
@@ -136,8 +143,12 @@ class CompactStyle(PromptStyle):
                before it is shown N (`recompute_first`): with N in the prompt, 0.5M-parameter
                judges copied the claimed step into R for 304 of 326 wrong steps of the policy's
                own (ARCHITECTURE.md §2, README).
-    pairwise:  `Q:<q>\\nP:<step>\\n...a:<step A>\\nb:<step B>\\n`; the judgment that follows is
-               `R:<expected step>\\nCa:<A's marked pairs>\\nCb:<B's marked pairs>\\n[[A]]`
+               With `distinct_judge_prompts` every judge prompt opens `J:` instead of `Q:`.
+    pairwise:  the same context (`Q:<q>\\nP:<step>\\n...`); the judgment that follows is
+               `R:<worked expected step>\\na:<step A>\\nb:<step B>\\nCa:<A's marked pairs>\\nVa:<Y|N>\\n
+               Cb:<B's marked pairs>\\nVb:<Y|N>\\n[[A]]` (arith.teacher_pairwise): as in a
+               critique, the judge writes R before it is shown the steps (`shown_pair`), then
+               compares each step with it digit pair by digit pair.
     """
 
     name = "compact"
@@ -189,7 +200,10 @@ class CompactStyle(PromptStyle):
         return f"N:{now_step.strip()}\n"
 
     def pairwise_prompt(self, question: str, previous_steps: list[str], step_a: str, step_b: str) -> str:
-        return f"{self.judge_context(question, previous_steps)}a:{step_a.strip()}\nb:{step_b.strip()}\n"
+        return self.judge_context(question, previous_steps)
+
+    def shown_pair(self, step_a: str, step_b: str) -> str:
+        return f"a:{step_a.strip()}\nb:{step_b.strip()}\n"
 
 
 _STEP_LABEL = re.compile(r"^\s*Step\s+\d+\s*:\s*")

@@ -76,6 +76,13 @@ def test_only_consistent_label_agreeing_judgments_are_kept_in_both_orders():
     assert silent["eft_unparsable"] == 3
 
 
+def test_a_recompute_first_style_cannot_be_judged_in_one_call():
+    pairs = [{"problem_id": "p", "question": "1+1", "prefix": [], "step_a": "1+1=2", "step_b": "1+1=3",
+              "label_a": True, "label_b": False}]
+    with pytest.raises(ValueError, match="'compact' writes its own step first"):
+        judged_examples(pairs, get_style("compact"), lambda prompts: ["[[A]]"] * len(prompts))
+
+
 def _psrlm_run(tmp_path, url: str, examples: int) -> Run:
     (tmp_path / "train.jsonl").write_text(json.dumps({"problem": "What is 2+2?", "answer": "4",
                                                       "solution": "2+2 = 4, so $\\boxed{4}$."}))

@@ -94,10 +94,11 @@ def test_compact_judge_prompts() -> None:
     assert s.judge_prompt("(37+25)*3-8", ["37+25=62"], "62*3=186") == "Q:(37+25)*3-8\nP:37+25=62\n"
     assert s.shown_step(" 62*3=186 ") == "N:62*3=186\n"
     assert not get_style("paper").recompute_first
-    assert (
-        s.pairwise_prompt("(37+25)*3-8", ["37+25=62"], "62*3=186", "62*3=187")
-        == "Q:(37+25)*3-8\nP:37+25=62\na:62*3=186\nb:62*3=187\n"
-    )
+    # The pairwise judge too: the two steps are shown after its own first line.
+    assert s.pairwise_prompt("(37+25)*3-8", ["37+25=62"], "62*3=186", "62*3=187") == "Q:(37+25)*3-8\nP:37+25=62\n"
+    assert s.shown_pair(" 62*3=186", "62*3=187 ") == "a:62*3=186\nb:62*3=187\n"
+    with pytest.raises(NotImplementedError, match="paper"):
+        get_style("paper").shown_pair("a", "b")
 
 
 def test_distinct_judge_prompts_differ_from_the_policy_prompt_from_the_first_byte() -> None:
