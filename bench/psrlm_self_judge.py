@@ -122,6 +122,9 @@ def main() -> int:
     parser.add_argument("--backend", choices=("vllm", "transformers"), default="vllm")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="judge with this M1 (a directory --save-model wrote) instead of training one")
+    parser.add_argument("--save-model", type=Path, default=None, help="keep the trained M1 in this directory")
     parser.add_argument("--smoke", action="store_true", help="the smallest size: checks that the bench runs")
     args = parser.parse_args()
     if args.smoke:
@@ -145,11 +148,15 @@ def main() -> int:
         print(f"M1: {steps} SFT steps on {len(m1_problems)} problems' solutions + "
               f"{recipe.bootstrap.pairwise_judge_examples} pairwise judgments ({args.format} format); "
               f"search pool of {pool} problems held back, {len(probe)} probed", flush=True)
-        base = ensure_model(recipe.models.policy, cache, "base", seed=recipe.seed)
-        trainer = DeepSpeedTrainer(base, recipe.trainer, total_steps=steps, progress=False)
-        metrics = trainer.sft(table)
-        m1 = trainer.save(Path(cache) / "m1")
-        del trainer
+        if args.model is not None:
+            m1, metrics = args.model, json.loads((args.model / "train_metrics.json").read_text())
+        else:
+            base = ensure_model(recipe.models.policy, cache, "base", seed=recipe.seed)
+            trainer = DeepSpeedTrainer(base, recipe.trainer, total_steps=steps, progress=False)
+            metrics = trainer.sft(table)
+            m1 = trainer.save(args.save_model or Path(cache) / "m1")
+            (m1 / "train_metrics.json").write_text(json.dumps(metrics))
+            del trainer
         t_trained = time.perf_counter()
 
         engine = make_engine(m1, args.backend, recipe.judge)

@@ -491,7 +491,7 @@ class Recipe(_Strict):
         if pool and pool < self.loop.problems_per_iteration:
             raise ValueError(f"loop.search_pool_problems ({pool}) must be at least loop.problems_per_iteration "
                              f"({self.loop.problems_per_iteration}), or 0 to hold none back")
-        if pool and self.task.kind == "arith" and pool >= self.task.train_problems:
+        if pool and pool >= self.task.train_problems:  # (a dataset's train_problems is its most)
             raise ValueError(f"loop.search_pool_problems: {pool} training problems held back for the searches "
                              f"(iterations x problems_per_iteration when null) leave none of task.train_problems "
                              f"({self.task.train_problems}) for M1's SFT")

@@ -92,7 +92,8 @@ def _psrlm_run(tmp_path, url: str, examples: int) -> Run:
                for i, (s, ok) in enumerate([("2+2 = 4.", True), ("2+2 = 5.", False), ("Two plus two is four.", True)])]
     (tmp_path / "labeled.json").write_text(json.dumps(labeled))
     recipe = Recipe.model_validate({
-        "name": "eft", "run_root": str(tmp_path / "runs"), "loop": {"mode": "psrlm"},
+        # One training problem: M1 trains on it (no search pool held back).
+        "name": "eft", "run_root": str(tmp_path / "runs"), "loop": {"mode": "psrlm", "search_pool_problems": 0},
         "bootstrap": {"pairwise_judge_examples": examples},
         "task": {"kind": "dataset", "train_problems": 1, "eval_problems": 1, "dataset": {
             "train_problems": str(tmp_path / "train.jsonl"), "eval_problems": str(tmp_path / "test.jsonl"),
