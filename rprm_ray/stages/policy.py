@@ -47,8 +47,9 @@ def policy_sft_stage(run: Run) -> StageResult:
                     *([r.search_pool_problems] if r.search_pool_problems else []))
     out, metrics = cached_sft(run, key, base_model(run, "policy"), table, r.bootstrap.policy_sft_steps,
                               "policy-sft")
-    return StageResult(metrics={**metrics, "examples": table.num_rows, "problems": train.num_rows,
-                                "search_pool_problems": r.search_pool_problems, **eft_metrics},
+    pool = ({"problems": train.num_rows, "search_pool_problems": r.search_pool_problems}
+            if r.search_pool_problems else {})
+    return StageResult(metrics={**metrics, "examples": table.num_rows, **pool, **eft_metrics},
                        state={"policy_dir": str(out), "m1_dir": str(out)})
 
 
