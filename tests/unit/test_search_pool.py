@@ -57,3 +57,45 @@ def test_the_searched_problems_carry_no_reference_answer(tmp_path, mode):
     for k in (1, 2, 3):
         table = iteration_problems(run, k)
         assert table.num_rows == 6 and table.column("answer").null_count == 6
+
+
+def test_m1s_sft_stage_trains_on_the_rest_only_with_j_judge_prompts(tmp_path, monkeypatch):
+    from rprm_ray.stages import policy
+
+    run = _run(tmp_path, mode="psrlm")
+    seen = {}
+
+    def fake_sft(run_, key, base, table, steps, name):  # the trainer is not what is tested here
+        seen.update(key=key, table=table)
+        return tmp_path / "m1", {}
+
+    monkeypatch.setattr(policy, "cached_sft", fake_sft)
+    monkeypatch.setattr(policy, "base_model", lambda run_, which: tmp_path / "base")
+    run.current_stage = "iter_0/policy_sft"
+    result = policy.policy_sft_stage(run)
+    rows = seen["table"].to_pylist()
+    trained = {r["example_id"].split("/")[1] for r in rows}
+    searched = {p for k in (1, 2, 3) for p in _ids(iteration_problems(run, k))}
+    assert trained == set(_ids(m1_problems(run))) and not trained & searched
+    kinds = {r["kind"] for r in rows}
+    assert kinds == {"policy", "pairwise"}
+    assert all(r["prompt"].startswith("J:" if r["kind"] == "pairwise" else "Q:") for r in rows)
+    assert result.metrics["search_pool_problems"] == 18 and result.metrics["problems"] == 22
+
+
+def test_guideds_m1_is_trained_and_cached_as_before(tmp_path, monkeypatch):
+    from rprm_ray.stages import policy
+    from rprm_ray.stages.training_stages import cache_key
+
+    run = _run(tmp_path, mode="guided")
+    seen = {}
+    monkeypatch.setattr(policy, "cached_sft", lambda run_, key, base, table, steps, name:
+                        seen.update(key=key, table=table) or (tmp_path / "m1", {}))
+    monkeypatch.setattr(policy, "base_model", lambda run_, which: tmp_path / "base")
+    run.current_stage = "iter_0/policy_sft"
+    result = policy.policy_sft_stage(run)
+    r = run.recipe
+    assert seen["key"] == cache_key("policy-sft", "guided", r.task.model_dump(mode="json"),
+                                    r.models.policy.model_dump(mode="json"), r.trainer.model_dump(mode="json"),
+                                    r.bootstrap.policy_sft_steps, r.bootstrap.pairwise_judge_examples, r.seed)
+    assert seen["table"].num_rows == 40 and "search_pool_problems" not in result.metrics
