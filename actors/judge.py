@@ -186,10 +186,9 @@ class ProcessJudge:
         """Pairwise PSRLM: every pair of candidates of a prefix, in both orders."""
         where = f"{ROLE}.compare"
         requests = judging.pairwise_requests(candidates, where=where)
-        prompts = judging.pairwise_prompts(requests, self.style)
         completions = self._on_engine(
-            f"compare of {len(prompts)} pairs", timeout_s,
-            lambda: self.engine.generate(prompts, n=1, sampling=sampling or self.cfg.sampling),
+            f"compare of {len(requests)} pairs", timeout_s,
+            lambda: judging.write_pairwise(self.engine, self.style, requests, sampling or self.cfg.sampling),
         )
         judgments = judging.pairwise_rows(requests, completions, where=where)
         counts = judging.pairwise_counts(judgments)

@@ -117,7 +117,7 @@ class ChatStyle(PromptStyle):
         return getattr(self.base, name)
 
 
-def style_with_chat(style_name: str, chat: ChatTemplate | None) -> PromptStyle:
+def style_with_chat(style_name: str | PromptStyle, chat: ChatTemplate | None) -> PromptStyle:
     style = get_style(style_name)
     return style if chat is None else ChatStyle(style, chat)
 
@@ -142,11 +142,12 @@ def role_style(recipe: Recipe, role: str) -> PromptStyle:
         spec = recipe.judge_model
     else:
         role = "policy"
-    key = (recipe.model_dump_json(include={"models"}), role)
+    key = (recipe.model_dump_json(include={"models"}), recipe.distinct_judge_prompts, role)
     if key not in _role_styles:
         model_dir = None if spec.is_tiny else resolve_model(spec.name_or_path, revision=spec.revision,
                                                             cache=recipe.models.hub_cache,
                                                             where=f"models.{role}.name_or_path")
         chat = spec_chat_template(spec, model_dir, f"models.{role}.chat_template")
-        _role_styles[key] = style_with_chat(recipe.models.prompt_style, chat)
+        style = get_style(recipe.models.prompt_style, distinct_judge_prompts=recipe.distinct_judge_prompts)
+        _role_styles[key] = style_with_chat(style, chat)
     return _role_styles[key]

@@ -133,6 +133,12 @@ class ModelsConfig(_Strict):
     # (counted as skipped_too_long in the stage's metrics), or keep its last tokens (truncate_left,
     # vLLM's truncate_prompt_tokens rule: the start of the prompt is dropped).
     too_long: Literal["skip", "truncate_left"] = "skip"
+    # Compact judge prompts (pointwise and pairwise) open with `J:` instead of the policy's `Q:`
+    # (prompts.CompactStyle), so a model that is both policy and judge can tell the jobs apart.
+    # null: on in loop.mode psrlm, where one model does both; off in the other modes, whose judge
+    # is a model of its own (their measured figures were made with `Q:`). The paper style's judge
+    # prompts differ from its policy prompt anyway.
+    distinct_judge_prompts: bool | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,6 +391,12 @@ class LoopConfig(_Strict):
     step_pair_min_margin: float = Field(0.0, ge=0.0, le=1.0)
     # Peak lr of the policy's step-wise DPO; null: trainer.dpo_lr (which the judge's DPO uses).
     step_dpo_lr: float | None = Field(None, gt=0)
+    # Training problems held back from M1's SFT (its solutions and, in psrlm, its pairwise
+    # judgments) for the iterations to search: the first N of the train split, so the problems a
+    # search meets are new to the model (iteration k searches the k-th problems_per_iteration of
+    # them, cycling when there are fewer). 0: none held back (iterations search problems M1 was
+    # trained on); null: iterations x problems_per_iteration in psrlm, 0 in the other modes.
+    search_pool_problems: int | None = Field(None, ge=0)
 
 
 class SearchConfig(_Strict):
@@ -482,6 +494,14 @@ class Recipe(_Strict):
         if self.models.teacher.kind == "openai" and self.models.prompt_style == "compact":
             raise ValueError("models.teacher.kind 'openai' writes a critique in one call; the compact judge is shown "
                              "the step after its own first line: use 'programmatic' or 'vllm'")
+        pool = self.search_pool_problems
+        if pool and pool < self.loop.problems_per_iteration:
+            raise ValueError(f"loop.search_pool_problems ({pool}) must be at least loop.problems_per_iteration "
+                             f"({self.loop.problems_per_iteration}), or 0 to hold none back")
+        if pool and pool >= self.task.train_problems:  # (a dataset's train_problems is its most)
+            raise ValueError(f"loop.search_pool_problems: {pool} training problems held back for the searches "
+                             f"(iterations x problems_per_iteration when null) leave none of task.train_problems "
+                             f"({self.task.train_problems}) for M1's SFT")
         if self.evaluation.eval_problems and self.evaluation.eval_problems > self.task.eval_problems:
             raise ValueError("evaluation.eval_problems cannot exceed task.eval_problems")
         return self
@@ -489,6 +509,20 @@ class Recipe(_Strict):
     @property
     def run_dir(self) -> Path:
         return self.run_root / self.name
+
+    @property
+    def search_pool_problems(self) -> int:
+        """loop.search_pool_problems, resolved (null: iterations x problems_per_iteration in psrlm)."""
+        explicit = self.loop.search_pool_problems
+        if explicit is not None:
+            return explicit
+        return self.loop.iterations * self.loop.problems_per_iteration if self.loop.mode == "psrlm" else 0
+
+    @property
+    def distinct_judge_prompts(self) -> bool:
+        """models.distinct_judge_prompts, resolved (null: psrlm mode only)."""
+        explicit = self.models.distinct_judge_prompts
+        return self.loop.mode == "psrlm" if explicit is None else explicit
 
 
 # --------------------------------------------------------------------------------------------

@@ -60,6 +60,10 @@ def judged_examples(pairs: list[dict[str, Any]], style: PromptStyle,
     pair in both orders; keep the consistent, label-agreeing ones as `sft_examples` rows, whose
     prompts are written in `student_style` (the policy's chat template; default `style`).
     Returns the rows and counts."""
+    if style.recompute_first:
+        # Such a judge is shown the steps only after its own first line: a one-call judge cannot.
+        raise ValueError(f"PSRLM pairwise examples from a teacher need a style that shows both steps in the "
+                         f"prompt; {style.name!r} writes its own step first (its programmatic teacher writes them)")
     prompts = []
     for p in pairs:
         prompts.append(style.pairwise_prompt(p["question"], p["prefix"], p["step_a"], p["step_b"]))

@@ -325,6 +325,34 @@ def pairwise_prompts(requests: Sequence[PairwiseRequest], style: Any) -> list[st
     ]
 
 
+def write_pairwise(
+    engine: Any, style: Any, requests: Sequence[PairwiseRequest], sampling: SamplingConfig
+) -> list[list[Any]]:
+    """One judgment completion per request (a one-element list each, as `pairwise_rows` takes).
+
+    One call when the style shows both steps in the prompt. For `style.recompute_first` styles
+    the judge first writes its own version of the next step from the context alone (sampled with
+    `sampling`; one line per distinct context, shared by every pair and both orders judged in
+    it), then is shown the two steps (`style.shown_pair`) and writes its comparison and verdict
+    greedily, as `write_critiques` does for one step. The judgment text is the judge's line, the
+    shown steps and the rest."""
+    prompts = pairwise_prompts(requests, style)
+    if not prompts:
+        return []
+    if not style.recompute_first:
+        return engine.generate(prompts, n=1, sampling=sampling)
+    from rprm_ray.config import SamplingConfig
+
+    contexts = list(dict.fromkeys(prompts))
+    own = dict(zip(contexts, engine.generate(contexts, n=1, sampling=sampling, stop=["\n"]), strict=True))
+    heads = [own[prompt][0].text + "\n" + style.shown_pair(r.slot_a_step, r.slot_b_step)
+             for prompt, r in zip(prompts, requests, strict=True)]
+    greedy = SamplingConfig(temperature=0.0, top_p=1.0, max_new_tokens=sampling.max_new_tokens, seed=sampling.seed)
+    tails = engine.generate([prompt + head for prompt, head in zip(prompts, heads, strict=True)], n=1,
+                            sampling=greedy)
+    return [[replace(tail[0], text=head + tail[0].text)] for head, tail in zip(heads, tails, strict=True)]
+
+
 def pairwise_rows(
     requests: Sequence[PairwiseRequest], completions: Sequence[Sequence[Any]], *, where: str = "judging"
 ) -> pa.Table:

@@ -121,7 +121,14 @@ class PromptStyle:
         raise NotImplementedError(f"prompt style {self.name!r} shows the step in judge_prompt")
 
     def pairwise_prompt(self, question: str, previous_steps: list[str], step_a: str, step_b: str) -> str:
+        """What the pairwise judge reads before it writes. With `recompute_first` that is the
+        context only: the two steps enter the judgment after the judge's first line, as
+        `shown_pair(step_a, step_b)`."""
         raise NotImplementedError
+
+    def shown_pair(self, step_a: str, step_b: str) -> str:
+        """The lines that show a recompute-first pairwise judge both steps (after its own line)."""
+        raise NotImplementedError(f"prompt style {self.name!r} shows the steps in pairwise_prompt")
 
 
 class CompactStyle(PromptStyle):
@@ -136,8 +143,12 @@ class CompactStyle(PromptStyle):
                before it is shown N (`recompute_first`): with N in the prompt, 0.5M-parameter
                judges copied the claimed step into R for 304 of 326 wrong steps of the policy's
                own (ARCHITECTURE.md §2, README).
-    pairwise:  `Q:<q>\\nP:<step>\\n...a:<step A>\\nb:<step B>\\n`; the judgment that follows is
-               `R:<expected step>\\nCa:<A's marked pairs>\\nCb:<B's marked pairs>\\n[[A]]`
+               With `distinct_judge_prompts` every judge prompt opens `J:` instead of `Q:`.
+    pairwise:  the same context (`Q:<q>\\nP:<step>\\n...`); the judgment that follows is
+               `R:<worked expected step>\\na:<step A>\\nb:<step B>\\nCa:<A's marked pairs>\\nVa:<Y|N>\\n
+               Cb:<B's marked pairs>\\nVb:<Y|N>\\n[[A]]` (arith.teacher_pairwise): as in a
+               critique, the judge writes R before it is shown the steps (`shown_pair`), then
+               compares each step with it digit pair by digit pair.
     """
 
     name = "compact"
@@ -145,6 +156,15 @@ class CompactStyle(PromptStyle):
     step_stop = ["\n"]
     answer_marker = "A:"
     recompute_first = True
+
+    def __init__(self, distinct_judge_prompts: bool = False) -> None:
+        # Judge prompts (pointwise and pairwise) open with `J:` instead of the policy's `Q:`, so
+        # they differ from a policy prompt from the first byte. Needed where one model does both
+        # jobs: otherwise the pointwise judge's prompt for a first step is byte for byte the
+        # policy's, and a model trained on both cannot tell which job it is given (a mixed SFT
+        # judged at first-error F1 17.1 with `Q:`, 90.7 with `J:`, after 3,000 steps).
+        self.distinct_judge_prompts = distinct_judge_prompts
+        self.judge_marker = "J:" if distinct_judge_prompts else "Q:"
 
     def policy_prompt(self, question: str) -> str:
         return f"Q:{question}\n"
@@ -168,16 +188,22 @@ class CompactStyle(PromptStyle):
                 return step.strip()[len(self.answer_marker) :].strip() or None
         return None
 
-    def judge_prompt(self, question: str, previous_steps: list[str], now_step: str) -> str:
+    def judge_context(self, question: str, previous_steps: list[str]) -> str:
+        """What every compact judge prompt starts with: the question and the previous steps."""
         prev = "".join(f"P:{s.strip()}\n" for s in previous_steps)
-        return f"Q:{question}\n{prev}"
+        return f"{self.judge_marker}{question}\n{prev}"
+
+    def judge_prompt(self, question: str, previous_steps: list[str], now_step: str) -> str:
+        return self.judge_context(question, previous_steps)
 
     def shown_step(self, now_step: str) -> str:
         return f"N:{now_step.strip()}\n"
 
     def pairwise_prompt(self, question: str, previous_steps: list[str], step_a: str, step_b: str) -> str:
-        prev = "".join(f"P:{s.strip()}\n" for s in previous_steps)
-        return f"Q:{question}\n{prev}a:{step_a.strip()}\nb:{step_b.strip()}\n"
+        return self.judge_context(question, previous_steps)
+
+    def shown_pair(self, step_a: str, step_b: str) -> str:
+        return f"a:{step_a.strip()}\nb:{step_b.strip()}\n"
 
 
 _STEP_LABEL = re.compile(r"^\s*Step\s+\d+\s*:\s*")
@@ -300,11 +326,15 @@ class PaperStyle(PromptStyle):
 STYLES: dict[str, PromptStyle] = {"compact": CompactStyle(), "paper": PaperStyle()}
 
 
-def get_style(name: str | PromptStyle) -> PromptStyle:
+def get_style(name: str | PromptStyle, *, distinct_judge_prompts: bool = False) -> PromptStyle:
     """The style called `name`; a style object (e.g. `chat.ChatStyle`) is returned as is, so roles
-    can be handed either."""
+    can be handed either. `distinct_judge_prompts`: the compact style whose judge prompts open
+    with `J:` (CompactStyle); the paper style's judge prompts already differ from its policy
+    prompt from the first byte, so it is the same style either way."""
     if isinstance(name, PromptStyle):
         return name
+    if name == "compact" and distinct_judge_prompts:
+        return CompactStyle(distinct_judge_prompts=True)
     try:
         return STYLES[name]
     except KeyError:

@@ -58,6 +58,7 @@ RESULT: dict[str, str] = {
     "judge_throughput.py": r"b/a = \d+\.\d\d .* b/c = \d+\.\d\d",
     "judge_vs_policy_steps.py": r"judge said No \d+ times.*",
     "logprobs_cost.py": r"generator \(\d+ prefixes x 6\): .* ratio +\d+\.\d\dx",
+    "psrlm_self_judge.py": r"result: self-judge pairwise accuracy \d+\.\d%.*",
     "search_batching.py": r"speed-up \(one-at-a-time / batched\): \d+\.\d\dx.*",
     "step_dpo_oracle.py": r" +\d+e-\d\d +\d+\.\d\d +[+-]\d+\.\d\d.*",
     "step_dpo_replay.py": r" +\d+e-\d\d +\d+ +\d+(\.\d+)? +\d+\.\d\d +[+-]\d+\.\d\d.*",

@@ -32,8 +32,8 @@ MICRO = [
 ]
 
 
-# psrlm's policy judges itself pairwise: its judgment (its own step, a check of each candidate, the
-# verdict) is ~60 tokens, past the pointwise judge's budget above.
+# psrlm's policy judges itself pairwise: its own worked step (one call), then after the shown steps a
+# marked line and decision per step and the verdict (~66 tokens), past the pointwise judge's budget above.
 MODE = {"guided": [], "psrlm": ["judge.sampling.max_new_tokens=72"]}
 
 

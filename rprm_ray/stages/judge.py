@@ -203,7 +203,8 @@ def judge_sft_stage(run: Run) -> StageResult:
     # new port every run); its answers are in the table's fingerprint anyway.
     key = cache_key("judge-sft", r.task.model_dump(mode="json"), r.models.judge.model_dump(mode="json"),
                     r.models.teacher.model_dump(mode="json", exclude={"url"}), trainer.model_dump(mode="json"),
-                    r.bootstrap.model_dump(mode="json"), r.pairs.seed, str(init), r.seed)
+                    r.bootstrap.model_dump(mode="json"), r.pairs.seed, str(init), r.seed,
+                    *(["J:"] if r.distinct_judge_prompts else []))  # judge prompts' marker, when not Q:
     out, metrics = cached_sft(run, key, init, table, r.bootstrap.judge_sft_steps, "judge-sft", trainer)
     return StageResult(metrics=metrics, state={"judge_dir": str(out), "judge_sft_dir": str(out)})
 

@@ -14,15 +14,21 @@ from rprm_ray.loop import Run, StageResult
 from rprm_ray.stages import data
 from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, train_dpo
 
+# The compact pairwise judgment's format (arith.teacher_pairwise), in psrlm M1's cache key: the
+# judge works its own step before it is shown the candidates, then marks both.
+PAIRWISE_FORMAT = "recompute-first-worked"
+
 
 def policy_sft_stage(run: Run) -> StageResult:
     """M1: the policy learns the step format from reference solutions (PSRLM's IFT). In `psrlm`
     mode the same model also learns pairwise judging (EFT), since it will judge itself."""
     r = run.recipe
-    train = data.problems(run, "train")
+    train = m1_problems(run)
     table = run.task.policy_sft(train)
     run.require_rows(table, "no policy SFT examples: no training problem has a usable reference solution "
-                            "(a `solution` with a \\boxed answer, or a GSM8K worked answer)")
+                            "(a `solution` with a \\boxed answer, or a GSM8K worked answer)"
+                     + (f" beyond the {r.search_pool_problems} held back for the searches "
+                        "(loop.search_pool_problems)" if r.search_pool_problems else ""))
     eft_metrics: dict = {}
     if r.loop.mode == "psrlm" and r.bootstrap.pairwise_judge_examples:
         eft = run.task.pairwise_sft(train, r.bootstrap.pairwise_judge_examples, r.task.seed)
@@ -35,10 +41,15 @@ def policy_sft_stage(run: Run) -> StageResult:
         table = batches.concat([table, eft], "sft_examples")
     key = cache_key("policy-sft", r.loop.mode, r.task.model_dump(mode="json"),
                     r.models.policy.model_dump(mode="json"), r.trainer.model_dump(mode="json"),
-                    r.bootstrap.policy_sft_steps, r.bootstrap.pairwise_judge_examples, r.seed)
+                    r.bootstrap.policy_sft_steps, r.bootstrap.pairwise_judge_examples, r.seed,
+                    # psrlm's rows hold judge prompts: their format is part of what was trained.
+                    *([r.distinct_judge_prompts, PAIRWISE_FORMAT] if r.loop.mode == "psrlm" else []),
+                    *([r.search_pool_problems] if r.search_pool_problems else []))
     out, metrics = cached_sft(run, key, base_model(run, "policy"), table, r.bootstrap.policy_sft_steps,
                               "policy-sft")
-    return StageResult(metrics={**metrics, "examples": table.num_rows, **eft_metrics},
+    pool = ({"problems": train.num_rows, "search_pool_problems": r.search_pool_problems}
+            if r.search_pool_problems else {})
+    return StageResult(metrics={**metrics, "examples": table.num_rows, **pool, **eft_metrics},
                        state={"policy_dir": str(out), "m1_dir": str(out)})
 
 
@@ -155,10 +166,26 @@ def iteration_problem_ids(run: Run) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def iteration_problems(run: Run, iteration: int) -> pa.Table:
-    """A fresh slice of training questions per iteration (answers are never read by the search)."""
-    r = run.recipe
+def search_pool(run: Run) -> pa.Table:
+    """The training problems the iterations search: the first loop.search_pool_problems (resolved)
+    of the train split, or all of it when none are held back."""
     train = data.problems(run, "train")
+    pool = run.recipe.search_pool_problems
+    return train.slice(0, pool) if pool else train
+
+
+def m1_problems(run: Run) -> pa.Table:
+    """The training problems whose reference solutions (and pairwise judgments) M1 learns from:
+    the train split less the search pool, when one is held back."""
+    train = data.problems(run, "train")
+    pool = run.recipe.search_pool_problems
+    return train.slice(pool) if pool else train
+
+
+def iteration_problems(run: Run, iteration: int) -> pa.Table:
+    """A fresh slice of the search pool per iteration (answers are never read by the search)."""
+    r = run.recipe
+    train = search_pool(run)
     n = r.loop.problems_per_iteration
     start = ((iteration - 1) * n) % max(1, train.num_rows - n + 1)
     table = train.slice(start, n)

@@ -577,23 +577,39 @@ def teacher_critique(
 def teacher_pairwise(
     question: str, previous_steps: list[str], step_a: str, step_b: str, *, agree: bool = True
 ) -> str | None:
-    """Compact pairwise judgment: expected step, one marked comparison line per candidate (`Ca:`,
-    `Cb:`), then [[A]] or [[B]]. Only a pair with exactly one right step has a teacher winner; otherwise None.
-    agree=False names the other candidate."""
+    """Compact pairwise judgment, the pointwise critique's worked comparison made for two steps:
+    the expected step worked digit by digit (`R:`), the two steps as the judging loop shows them
+    (`a:` / `b:`, STYLE.shown_pair), then per step its marked comparison line and local decision
+    (`Ca:` `Va:`, `Cb:` `Vb:`), then [[A]] or [[B]]: the step whose line has no `x`.
+
+    Only a pair with exactly one right step has a teacher winner, and only when the comparison
+    lines expose the wrong one (its left operand or result differs); otherwise None.
+    agree=False names the wrong step the way a weak judge does: it copies that step into its R
+    line, so every comparison of that step matches."""
     exp = _expected(question, list(previous_steps))
     ok_a = step_a.strip() == exp.step
     ok_b = step_b.strip() == exp.step
     if ok_a == ok_b:
         return None
     winner = "A" if ok_a else "B"
+    r_step, left, result = exp.step or "-", exp.left, exp.result
     if not agree:
         winner = "B" if winner == "A" else "A"
-    ca, cb = _claimed_parts(step_a), _claimed_parts(step_b)
-    # One marked comparison line per candidate (as in the pointwise critique): the winner is the
-    # line without an `x`.
-    line_a = f"{aligned_pairs(exp.left, ca[0])}|{aligned_pairs(exp.result, ca[1])}"
-    line_b = f"{aligned_pairs(exp.left, cb[0])}|{aligned_pairs(exp.result, cb[1])}"
-    return f"R:{exp.step or '-'}\nCa:{line_a}\nCb:{line_b}\n[[{winner}]]"
+        r_step = (step_a if winner == "A" else step_b).strip()
+        left, result = _claimed_parts(r_step)
+    # Why this shape (mirrors `_critique`): written with both steps in the prompt and its R line
+    # in one go, the tiny self-judge picked the right step of its own pairs at chance (41% of
+    # chosen steps right, 39% of rejected ones); the pointwise judge had copied the claimed step
+    # into R the same way until it was shown the step only after R, with R worked digit by digit.
+    lines, decisions = [], {}
+    for letter, step in (("a", step_a), ("b", step_b)):
+        claimed = _claimed_parts(step)
+        pairs = f"{aligned_pairs(left, claimed[0])}|{aligned_pairs(result, claimed[1])}"
+        decisions[letter.upper()] = "N" if "x" in pairs else "Y"
+        lines.append(f"C{letter}:{pairs}\nV{letter}:{decisions[letter.upper()]}")
+    if decisions[winner] != "Y" or "N" not in decisions.values():
+        return None
+    return f"R:{worked_step(r_step)}\n{STYLE.shown_pair(step_a, step_b)}{lines[0]}\n{lines[1]}\n[[{winner}]]"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -672,11 +688,13 @@ def labeled_steps_table(problems: list[ArithProblem], seed: int, error_rate: flo
     return from_rows(rows, "labeled_steps")
 
 
-def pairwise_sft_table(problems: list[ArithProblem], seed: int, num_examples: int) -> pa.Table:
+def pairwise_sft_table(problems: list[ArithProblem], seed: int, num_examples: int,
+                       style: CompactStyle = STYLE) -> pa.Table:
     """PSRLM EFT-style examples: a prefix (the reference, or half the time an injected-error
     solution, so judgments stay local to the prefix as written), the right next step and a
     realistic wrong one; each pair appears in both A/B orders (2 rows), `num_examples` rows in
-    all (rounded down to even), cycling over the problems."""
+    all (rounded down to even), cycling over the problems. Prompts are written in `style` (the
+    run's: its judge prompts may open with `J:`)."""
     if not problems:
         raise ValueError("pairwise_sft_table: no problems")
     rows = []
@@ -692,12 +710,12 @@ def pairwise_sft_table(problems: list[ArithProblem], seed: int, num_examples: in
         assert right is not None
         for order, (a, b) in (("AB", (right, wrong)), ("BA", (wrong, right))):
             judgment = teacher_pairwise(p.question, prefix, a, b)
-            assert judgment is not None
+            assert judgment is not None  # corrupt_step's errors always show in the comparison
             rows.append(
                 {
                     "example_id": f"pairwise/{p.problem_id}/{j}/{order}",
                     "kind": "pairwise",
-                    "prompt": STYLE.pairwise_prompt(p.question, prefix, a, b),
+                    "prompt": style.pairwise_prompt(p.question, prefix, a, b),
                     "completion": judgment,
                 }
             )

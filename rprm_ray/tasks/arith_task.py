@@ -51,7 +51,7 @@ class ArithTask(Task):
         return arith.policy_sft_table(self.arith_problems(problems))
 
     def pairwise_sft(self, problems: pa.Table, num_examples: int, seed: int) -> pa.Table:
-        return arith.pairwise_sft_table(self.arith_problems(problems), seed, num_examples)
+        return arith.pairwise_sft_table(self.arith_problems(problems), seed, num_examples, self.style)
 
     def grade(self, question: str, reference: str | None, answer: str | None) -> bool:
         # Without a reference the expression itself gives one.

@@ -142,6 +142,9 @@ def test_compare_judges_every_pair_in_both_orders(judge) -> None:
         verdict = parse_pairwise(r["judgment"])
         assert r["valid"] == (verdict is not None)
         assert (r["winner"] is None) == (verdict is None)
+        # The compact judge writes its own line from the context, then is shown both steps.
+        a, b = (r["candidate_a"], r["candidate_b"]) if r["order"] == "AB" else (r["candidate_b"], r["candidate_a"])
+        assert r["judgment"].split("\n")[1:3] == [f"a:7*2={13 + a}", f"b:7*2={13 + b}"], r["judgment"]
 
 
 def test_bad_input_names_the_judge_and_the_column(judge, eval_steps: pa.Table) -> None:

@@ -144,7 +144,7 @@ def test_psrlm_eft_pairs_are_judged_by_the_served_teacher_in_both_orders(teacher
 
     with FlakyProxy(upstream=teacher_url, faults=[every(3, "429", 0)]) as proxy:
         recipe = Recipe.model_validate({
-            "name": "eft", "run_root": str(tmp_path / "runs"), "loop": {"mode": "psrlm"},
+            "name": "eft", "run_root": str(tmp_path / "runs"), "loop": {"mode": "psrlm", "search_pool_problems": 0},
             "bootstrap": {"pairwise_judge_examples": 8},
             "task": {"kind": "dataset", "dataset": _write_data(tmp_path), "train_problems": 3, "eval_problems": 1},
             "models": {"prompt_style": "paper", "judge": None, "too_long": "truncate_left",

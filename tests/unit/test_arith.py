@@ -239,14 +239,26 @@ def test_teacher_critiques_parse_to_the_right_verdict(splits) -> None:
     assert counts[True] > 0 and counts[False] > 0
 
 
-def test_teacher_pairwise() -> None:
+def test_teacher_pairwise_works_its_own_step_then_marks_both() -> None:
     q = "(37+25)*3-8"
     j = arith.teacher_pairwise(q, ["37+25=62"], "62*3=186", "62*3=187")
-    assert j == "R:62*3=186\nCa:66= 22=|11= 88= 66=\nCb:66= 22=|11= 88= 67x\n[[A]]"
-    assert parse_pairwise(arith.teacher_pairwise(q, ["37+25=62"], "62*3=187", "62*3=186")) == "B"
-    assert parse_pairwise(arith.teacher_pairwise(q, ["37+25=62"], "62*3=187", "62*3=186", agree=False)) == "A"
+    assert j == ("R:62*3=2*3=06+0=60 6*3=18+0=81>186\na:62*3=186\nb:62*3=187\n"
+                 "Ca:66= 22=|11= 88= 66=\nVa:Y\nCb:66= 22=|11= 88= 67x\nVb:N\n[[A]]")
+    # The R line is the critique's: the judge works the step before it sees either candidate.
+    critique = arith.teacher_critique(q, ["37+25=62"], "62*3=186")
+    assert j.split("\n")[0] == critique.split("\n")[0]
+    flipped = arith.teacher_pairwise(q, ["37+25=62"], "62*3=187", "62*3=186")
+    assert parse_pairwise(flipped) == "B" and "\nVa:N\n" in flipped and "\nVb:Y\n" in flipped
+    answer = arith.teacher_pairwise(q, ["37+25=62", "62*3=186", "186-8=178"], "A:187", "A:178")
+    assert answer == "R:A:178\na:A:187\nb:A:178\nCa:AA=|11= 78x 87x\nVa:N\nCb:AA=|11= 77= 88=\nVb:Y\n[[B]]"
+    # A weak judge copies the wrong step into R: that step's line is clean, the right one's is not.
+    weak = arith.teacher_pairwise(q, ["37+25=62"], "62*3=187", "62*3=186", agree=False)
+    assert parse_pairwise(weak) == "A" and weak.startswith("R:62*3=2*3=06+0=60 6*3=18+0=81>187\n")
+    assert "\nVa:Y\n" in weak and "\nVb:N\n" in weak
     assert arith.teacher_pairwise(q, ["37+25=62"], "62*3=186", "62*3=186") is None  # both right
     assert arith.teacher_pairwise(q, ["37+25=62"], "62*3=1", "62*3=2") is None  # both wrong
+    # A wrong step whose left operand and result are right: the lines cannot expose it.
+    assert arith.teacher_pairwise(q, ["37+25=62"], "62*3=186", "62+124=186") is None
 
 
 def test_policy_sft_table(splits) -> None:
@@ -298,10 +310,14 @@ def test_pairwise_sft_table_has_both_orders_with_the_right_winner(splits) -> Non
     winners = Counter()
     for ab, ba in zip(rows[::2], rows[1::2], strict=True):
         assert ab["example_id"].endswith("/AB") and ba["example_id"].endswith("/BA")
+        # The judge reads the context only; the steps are shown after its own R line.
+        assert ab["prompt"] == ba["prompt"] and "\na:" not in ab["prompt"]
         lines = ab["prompt"].rstrip("\n").split("\n")
         question, prefix = lines[0][2:], [x[2:] for x in lines if x.startswith("P:")]
-        a, b = lines[-2][2:], lines[-1][2:]
-        assert ba["prompt"].endswith(f"a:{b}\nb:{a}\n")  # the same pair, positions swapped
+        shown = ab["completion"].split("\n")
+        assert shown[0] == "R:" + arith.worked_step(arith.expected_step(question, prefix))
+        a, b = shown[1][2:], shown[2][2:]
+        assert ba["completion"].split("\n")[1:3] == [f"a:{b}", f"b:{a}"]  # the same pair, positions swapped
         wa, wb = parse_pairwise(ab["completion"]), parse_pairwise(ba["completion"])
         winner = a if wa == "A" else b
         assert winner == arith.expected_step(question, prefix) != (b if wa == "A" else a)

@@ -134,3 +134,18 @@ def test_tiny_recipe_prompts_stay_raw():
     recipe = load_recipe(TINY)
     assert role_style(recipe, "policy") is get_style("compact")
     assert role_style(recipe, "judge") is get_style("compact")
+
+
+@pytest.mark.parametrize(("sets", "marker"), [
+    ([], "Q:"),  # guided: a judge of its own, prompts as measured
+    (["loop.mode=psrlm"], "J:"),  # one model is policy and judge
+    (["loop.mode=psrlm", "models.distinct_judge_prompts=false"], "Q:"),
+    (["models.distinct_judge_prompts=true"], "J:"),
+])
+def test_judge_prompts_open_with_j_where_one_model_does_both_jobs(sets, marker):
+    recipe = load_recipe(TINY, sets)
+    for role in ("policy", "judge"):
+        style = role_style(recipe, role)
+        assert style.policy_prompt("1+2") == "Q:1+2\n"
+        assert style.judge_prompt("1+2", [], "1+2=3").startswith(marker)
+        assert style.pairwise_prompt("1+2", [], "1+2=3", "1+2=4").startswith(marker)

@@ -68,6 +68,11 @@ def test_overrides_parse_yaml_values(tmp_path):
         (["models.prompt_style=paper"], "(recipe)", "compact style"),
         (["models.teacher.kind=openai", "models.teacher.url=http://x/v1", "models.teacher.model=m"], "(recipe)",
          "shown the step after its own first line"),
+        (["loop.search_pool_problems=100"], "(recipe)",
+         "loop.search_pool_problems (100) must be at least loop.problems_per_iteration (512)"),
+        (["loop.mode=psrlm", "task.train_problems=1024"], "(recipe)",
+         "loop.search_pool_problems: 1024 training problems held back"),
+        (["loop.search_pool_problems=-1"], "loop.search_pool_problems", "greater than or equal to 0"),
     ],
 )
 def test_bad_recipes_name_file_field_and_rule(override, field, words):
@@ -129,3 +134,10 @@ def test_a_self_judging_policy_is_its_own_judge_whatever_models_judge_says():
     assert "judge.max_model_len_tokens (512) <= models.policy max_position_embeddings (512)" in notes
     _, notes = length_checks(guided)
     assert "judge.max_model_len_tokens (512) <= models.judge max_position_embeddings (1024)" in notes
+
+
+def test_the_search_pool_is_held_back_in_psrlm_only_unless_asked():
+    assert load_recipe(TINY).search_pool_problems == 0  # guided: as measured
+    assert load_recipe(TINY, ["loop.mode=psrlm", "loop.iterations=3"]).search_pool_problems == 3 * 512
+    assert load_recipe(TINY, ["loop.mode=psrlm", "loop.search_pool_problems=0"]).search_pool_problems == 0
+    assert load_recipe(TINY, ["loop.search_pool_problems=600"]).search_pool_problems == 600

@@ -76,6 +76,13 @@ def test_only_consistent_label_agreeing_judgments_are_kept_in_both_orders():
     assert silent["eft_unparsable"] == 3
 
 
+def test_a_recompute_first_style_cannot_be_judged_in_one_call():
+    pairs = [{"problem_id": "p", "question": "1+1", "prefix": [], "step_a": "1+1=2", "step_b": "1+1=3",
+              "label_a": True, "label_b": False}]
+    with pytest.raises(ValueError, match="'compact' writes its own step first"):
+        judged_examples(pairs, get_style("compact"), lambda prompts: ["[[A]]"] * len(prompts))
+
+
 def _psrlm_run(tmp_path, url: str, examples: int) -> Run:
     (tmp_path / "train.jsonl").write_text(json.dumps({"problem": "What is 2+2?", "answer": "4",
                                                       "solution": "2+2 = 4, so $\\boxed{4}$."}))
@@ -85,7 +92,8 @@ def _psrlm_run(tmp_path, url: str, examples: int) -> Run:
                for i, (s, ok) in enumerate([("2+2 = 4.", True), ("2+2 = 5.", False), ("Two plus two is four.", True)])]
     (tmp_path / "labeled.json").write_text(json.dumps(labeled))
     recipe = Recipe.model_validate({
-        "name": "eft", "run_root": str(tmp_path / "runs"), "loop": {"mode": "psrlm"},
+        # One training problem: M1 trains on it (no search pool held back).
+        "name": "eft", "run_root": str(tmp_path / "runs"), "loop": {"mode": "psrlm", "search_pool_problems": 0},
         "bootstrap": {"pairwise_judge_examples": examples},
         "task": {"kind": "dataset", "train_problems": 1, "eval_problems": 1, "dataset": {
             "train_problems": str(tmp_path / "train.jsonl"), "eval_problems": str(tmp_path / "test.jsonl"),

@@ -218,8 +218,10 @@ def test_pairwise_requests_every_pair_in_both_orders() -> None:
     assert (ab.slot_a_step, ab.slot_b_step) == ("7*2=14", "7*2=16")
     assert (ba.slot_a_step, ba.slot_b_step) == ("7*2=16", "7*2=14")
     prompts = judging.pairwise_prompts(requests[2:4], STYLE)
-    assert prompts[0] == "Q:(3+4)*2\nP:3+4=7\na:7*2=14\nb:7*2=16\n"
-    assert prompts[1] == "Q:(3+4)*2\nP:3+4=7\na:7*2=16\nb:7*2=14\n"
+    assert prompts == ["Q:(3+4)*2\nP:3+4=7\n"] * 2  # recompute-first: the steps come after the judge's line
+    paper = judging.pairwise_prompts(requests[2:4], get_style("paper"))
+    assert "Step 2: 7*2=14\n[The End of Assistant A" in paper[0]
+    assert "Step 2: 7*2=16\n[The End of Assistant A" in paper[1]
 
 
 def test_pairwise_requests_reject_a_prefix_id_with_two_contexts() -> None:
@@ -271,3 +273,78 @@ def test_prefix_chunks_never_split_a_prefix_and_keep_every_row() -> None:
     assert rebuilt.num_rows == table.num_rows
     assert judging.prefix_chunks(table, 100)[0].equals(table)
 
+
+
+class PairwiseTeacherEngine:
+    """A judge engine that writes the programmatic teacher's pairwise judgments, one token per
+    character: from a context alone its worked R line (up to the stop string), after the shown
+    steps the rest of the judgment. Records each call."""
+
+    backend = "fake"
+    model_dir = "fake"
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompts, n, sampling, stop=None, logprobs=None, include_stop=False):
+        from rprm_ray.tasks import arith
+
+        self.calls.append({"prompts": list(prompts), "n": n, "stop": stop, "temperature": sampling.temperature})
+        out = []
+        for prompt in prompts:
+            lines = prompt.split("\n")
+            question = lines[0][2:]
+            prev = [x[2:] for x in lines if x.startswith("P:")]
+            shown = [x[2:] for x in lines if x[:2] in ("a:", "b:")]
+            if shown:
+                # Two wrong steps have no teacher winner: the judge then names none (invalid).
+                full = arith.teacher_pairwise(question, prev, *shown) or "R:\nCa:\nVa:N\nCb:\nVb:N"
+                text = full[full.index("\nCa:") + 1:]
+            else:
+                text = "R:" + arith.worked_step(arith.expected_step(question, prev))
+            for s in stop or []:
+                if s in text:
+                    text = text[: text.index(s)]
+            out.append([Completion(text=text, token_ids=[ord(c) for c in text], cumulative_logprob=None,
+                                   finish_reason="eos", tokens=list(text))] * n)
+        return out
+
+
+def test_write_pairwise_works_its_own_line_once_per_context_then_judges_each_order() -> None:
+    from rprm_ray.config import SamplingConfig
+    from rprm_ray.tasks import arith
+
+    table = _candidates({"x": ["7*2=14", "7*2=15", "7*3=21"], "y": ["7*2=14", "8*2=16"]})
+    requests = judging.pairwise_requests(table)
+    engine = PairwiseTeacherEngine()
+    sampling = SamplingConfig(temperature=0.7, max_new_tokens=96, seed=3)
+    style = get_style("compact", distinct_judge_prompts=True)
+    completions = judging.write_pairwise(engine, style, requests, sampling)
+    first, rest = engine.calls
+    # One R line per distinct context (both prefixes share it here), sampled; the rest greedy.
+    assert first["prompts"] == ["J:(3+4)*2\nP:3+4=7\n"] and first["stop"] == ["\n"]
+    assert first["temperature"] == 0.7 and rest["temperature"] == 0.0 and rest["stop"] is None
+    assert len(rest["prompts"]) == len(requests) == 8
+    for request, (completion,) in zip(requests, completions, strict=True):
+        teacher = arith.teacher_pairwise("(3+4)*2", ["3+4=7"], request.slot_a_step, request.slot_b_step)
+        assert completion.text == teacher or (teacher is None and completion.text.startswith("R:7*2="))
+    judgments = judging.pairwise_rows(requests, completions).to_pylist()
+    assert [j["winner"] for j in judgments] == [0, 0, 0, 0, None, None, 0, 0]  # two wrong steps: no winner
+    assert judging.write_pairwise(engine, style, [], sampling) == []
+
+
+def test_write_pairwise_of_a_one_call_style_sends_both_steps_in_the_prompt() -> None:
+    from rprm_ray.config import SamplingConfig
+
+    requests = judging.pairwise_requests(_candidates({"x": ["a", "b"]}))
+    calls = []
+
+    class OneCall:
+        def generate(self, prompts, n, sampling, stop=None, **_):
+            calls.append((prompts, stop))
+            return [[Completion(text="[[A]]", token_ids=[], cumulative_logprob=None, finish_reason="eos")]
+                    for _ in prompts]
+
+    out = judging.write_pairwise(OneCall(), get_style("paper"), requests, SamplingConfig())
+    assert [c[0].text for c in out] == ["[[A]]", "[[A]]"] and len(calls) == 1
+    assert calls[0][1] is None and "[The Start of Assistant A's Next Step]\nStep 2: a" in calls[0][0][0]

@@ -94,10 +94,28 @@ def test_compact_judge_prompts() -> None:
     assert s.judge_prompt("(37+25)*3-8", ["37+25=62"], "62*3=186") == "Q:(37+25)*3-8\nP:37+25=62\n"
     assert s.shown_step(" 62*3=186 ") == "N:62*3=186\n"
     assert not get_style("paper").recompute_first
-    assert (
-        s.pairwise_prompt("(37+25)*3-8", ["37+25=62"], "62*3=186", "62*3=187")
-        == "Q:(37+25)*3-8\nP:37+25=62\na:62*3=186\nb:62*3=187\n"
-    )
+    # The pairwise judge too: the two steps are shown after its own first line.
+    assert s.pairwise_prompt("(37+25)*3-8", ["37+25=62"], "62*3=186", "62*3=187") == "Q:(37+25)*3-8\nP:37+25=62\n"
+    assert s.shown_pair(" 62*3=186", "62*3=187 ") == "a:62*3=186\nb:62*3=187\n"
+    with pytest.raises(NotImplementedError, match="paper"):
+        get_style("paper").shown_pair("a", "b")
+
+
+def test_distinct_judge_prompts_differ_from_the_policy_prompt_from_the_first_byte() -> None:
+    plain, distinct = get_style("compact"), get_style("compact", distinct_judge_prompts=True)
+    assert plain.judge_prompt("1+2", [], "1+2=3") == plain.policy_prompt("1+2")  # the ambiguity
+    assert distinct.policy_prompt("1+2") == plain.policy_prompt("1+2") == "Q:1+2\n"
+    assert distinct.judge_prompt("1+2*3", ["2*3=6"], "1+6=7") == "J:1+2*3\nP:2*3=6\n"
+    for q in ("1+2", "(37+25)*3-8"):
+        policy = distinct.policy_prompt(q)
+        for judge in (distinct.judge_prompt(q, [], "x"), distinct.pairwise_prompt(q, [], "a", "b")):
+            assert judge[0] != policy[0]
+    assert distinct.name == "compact" and distinct.recompute_first
+    # The paper style's judge prompts already differ: one style either way.
+    assert get_style("paper", distinct_judge_prompts=True) is get_style("paper")
+    paper = get_style("paper")
+    assert paper.judge_prompt("Q", [], "s")[0] != paper.policy_prompt("Q")[0]
+    assert paper.pairwise_prompt("Q", [], "a", "b")[0] != paper.policy_prompt("Q")[0]
 
 
 def test_paper_judge_prompt_follows_rprm_template() -> None:

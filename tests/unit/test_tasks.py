@@ -80,6 +80,14 @@ def test_arith_task_gives_the_tables_of_the_arith_module(monkeypatch):
     assert len(calls) == 1  # splits are drawn once per task
 
 
+def test_arith_task_writes_pairwise_rows_in_its_own_style():
+    cfg = TaskConfig(**SMALL_ARITH)
+    task = ArithTask(cfg, get_style("compact", distinct_judge_prompts=True))
+    rows = task.pairwise_sft(task.problems("train"), 6, seed=7).to_pylist()
+    assert rows and all(r["prompt"].startswith("J:") for r in rows)
+    assert task.policy_sft(task.problems("train")).column("prompt")[0].as_py().startswith("Q:")
+
+
 def test_arith_task_grades_and_critiques_like_arith():
     task = ArithTask(TaskConfig(**SMALL_ARITH), get_style("compact"))
     p = arith.make_problem("x", "(37+25)*3-8")

@@ -1,0 +1,146 @@
+"""How well a self-rewarding policy judges its own candidate steps (the psrlm report's pairwise
+accuracy), without Ray.
+
+The pairs are the policy's own: candidate next steps it sampled after one prefix, labelled by the
+world's step labeler for this evaluation only (the search never sees a label). A pair is kept
+when exactly one of its two steps is right, the only pairs with a right answer to the question
+"which step is better". Each pair is judged in both orders (AB, BA); a judgment is right when
+it names the right step, and an invalid judgment (no single `[[A]]`/`[[B]]`) is wrong.
+
+- accuracy: right judgments / all judgments (both orders of every pair);
+- pair accuracy: pairs judged right in both orders / pairs;
+- position consistency: pairs whose two valid judgments name the same step / pairs judged validly
+  in both orders (`judging.pairwise_counts`' rate);
+- slot-A rate: valid judgments naming slot A / valid judgments (0.5 for a judge without position
+  bias, since every pair is shown both ways).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+
+from rprm_ray import batches
+
+# (question, previous steps, step) -> is the step right? (e.g. the arith world's expected step)
+StepLabeler = Callable[[str, list[str], str], bool]
+
+
+def discordant_pairs(candidates: pa.Table, is_right: StepLabeler,
+                     max_pairs_per_prefix: int | None = None) -> tuple[pa.Table, dict[str, int]]:
+    """Pairs of distinct candidates of one prefix with exactly one right step, as a `candidates`
+    table of two rows per pair (its own prefix_id `<prefix_id>|<a>-<b>`, candidate ids kept), and
+    {pair prefix_id: candidate_id of the right step}. `judging.pairwise_requests` on the table
+    asks for every pair in both orders. Identical step texts count once (the search filters
+    duplicates too); at most `max_pairs_per_prefix` pairs per prefix, in candidate order."""
+    table = batches.validate(candidates, "candidates", where="discordant_pairs")
+    by_prefix: dict[str, list[dict]] = {}
+    for row in table.to_pylist():
+        by_prefix.setdefault(row["prefix_id"], []).append(row)
+    rows: list[dict] = []
+    right_of: dict[str, int] = {}
+    for prefix_id, group in by_prefix.items():
+        distinct: dict[str, dict] = {}
+        for row in sorted(group, key=lambda r: r["candidate_id"]):
+            if row["step"].strip():
+                distinct.setdefault(row["step"].strip(), row)
+        labelled = [(row, is_right(row["question"], list(row["prefix_steps"]), row["step"]))
+                    for row in distinct.values()]
+        kept = 0
+        for i, (a, a_ok) in enumerate(labelled):
+            for b, b_ok in labelled[i + 1:]:
+                if a_ok == b_ok or (max_pairs_per_prefix is not None and kept >= max_pairs_per_prefix):
+                    continue
+                kept += 1
+                pair_id = f"{prefix_id}|{a['candidate_id']}-{b['candidate_id']}"
+                rows += [{**a, "prefix_id": pair_id}, {**b, "prefix_id": pair_id}]
+                right_of[pair_id] = a["candidate_id"] if a_ok else b["candidate_id"]
+    out = batches.from_rows(rows, "candidates") if rows else batches.empty("candidates")
+    return out, right_of
+
+
+@dataclass(frozen=True)
+class SelfJudgeAccuracy:
+    pairs: int
+    judgments: int
+    right: int  # judgments naming the right step
+    invalid: int
+    both_orders_right: int
+    consistent: int  # pairs whose two valid judgments agree
+    consistent_checked: int  # pairs judged validly in both orders
+    slot_a: int  # valid judgments naming slot A
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.right / self.judgments if self.judgments else None
+
+    @property
+    def pair_accuracy(self) -> float | None:
+        return self.both_orders_right / self.pairs if self.pairs else None
+
+    @property
+    def position_consistency(self) -> float | None:
+        return self.consistent / self.consistent_checked if self.consistent_checked else None
+
+    @property
+    def slot_a_rate(self) -> float | None:
+        valid = self.judgments - self.invalid
+        return self.slot_a / valid if valid else None
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {**asdict(self), "accuracy": self.accuracy, "pair_accuracy": self.pair_accuracy,
+                "position_consistency": self.position_consistency, "slot_a_rate": self.slot_a_rate}
+
+    def text(self) -> str:
+        def pct(x: float | None) -> str:
+            return "n/a" if x is None else f"{100 * x:.1f}%"
+
+        return (f"accuracy {pct(self.accuracy)} ({self.right}/{self.judgments} judgments, {self.invalid} invalid); "
+                f"right in both orders {pct(self.pair_accuracy)} of {self.pairs} pairs; position consistency "
+                f"{pct(self.position_consistency)} ({self.consistent}/{self.consistent_checked}); slot A named in "
+                f"{pct(self.slot_a_rate)} of valid judgments")
+
+
+def self_judge_accuracy(judgments: pa.Table, right_of: dict[str, int]) -> SelfJudgeAccuracy:
+    """Score `pairwise_judgments` of the pairs `discordant_pairs` made (`right_of` from it). A
+    judgment of a pair it does not know is an error: the figures would silently mix pairs."""
+    table = batches.validate(judgments, "pairwise_judgments", where="self_judge_accuracy")
+    by_pair: dict[str, dict[str, dict]] = {}
+    right = invalid = slot_a = 0
+    for i, row in enumerate(table.to_pylist()):
+        if row["prefix_id"] not in right_of:
+            raise batches.BatchError(f"self_judge_accuracy: pairwise_judgments row {i} judges prefix_id "
+                                     f"{row['prefix_id']!r}, which is not one of the labelled pairs")
+        by_pair.setdefault(row["prefix_id"], {})[row["order"]] = row
+        if not row["valid"]:
+            invalid += 1
+            continue
+        right += row["winner"] == right_of[row["prefix_id"]]
+        in_slot_a = row["candidate_a"] if row["order"] == "AB" else row["candidate_b"]
+        slot_a += row["winner"] == in_slot_a
+    both = consistent = checked = 0
+    for pair_id, orders in by_pair.items():
+        winners = [orders[o]["winner"] if orders[o]["valid"] else None for o in ("AB", "BA") if o in orders]
+        if len(winners) == 2 and None not in winners:
+            checked += 1
+            consistent += winners[0] == winners[1]
+        both += len(winners) == 2 and all(w == right_of[pair_id] for w in winners)
+    return SelfJudgeAccuracy(pairs=len(right_of), judgments=table.num_rows, right=right, invalid=invalid,
+                             both_orders_right=both, consistent=consistent, consistent_checked=checked,
+                             slot_a=slot_a)
+
+
+def judge_own_pairs(engine, style, candidates: pa.Table, is_right: StepLabeler, sampling,
+                    max_pairs_per_prefix: int | None = None) -> tuple[SelfJudgeAccuracy, pa.Table]:
+    """The policy (`engine`) judges the discordant pairs of its own `candidates` in both orders,
+    the way the search's judge does (`judging.write_pairwise`, `sampling` = the judge's);
+    returns the figures and the `pairwise_judgments`."""
+    from rprm_ray import judging
+
+    pairs, right_of = discordant_pairs(candidates, is_right, max_pairs_per_prefix)
+    requests = judging.pairwise_requests(pairs, where="judge_own_pairs")
+    judgments = judging.pairwise_rows(requests, judging.write_pairwise(engine, style, requests, sampling),
+                                      where="judge_own_pairs")
+    return self_judge_accuracy(judgments, right_of), judgments

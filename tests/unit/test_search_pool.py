@@ -1,0 +1,101 @@
+"""The problems psrlm's iterations search are held back from M1's SFT (its solutions and its
+pairwise judgments), and the searches read no reference answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from rprm_ray.config import Recipe
+from rprm_ray.loop import Run
+from rprm_ray.stages import data
+from rprm_ray.stages.policy import iteration_problems, m1_problems, search_pool
+
+
+def _run(tmp_path, **loop) -> Run:
+    recipe = Recipe.model_validate({
+        "name": "pool", "run_root": str(tmp_path / "runs"), "models": {"too_long": "truncate_left"},
+        "task": {"train_problems": 40, "eval_problems": 4},
+        "loop": {"problems_per_iteration": 6, "iterations": 3, **loop},
+    })
+    run = Run.open(recipe)
+    run.stage(data.DATA, lambda: data.data_stage(run))
+    return run
+
+
+def _ids(table) -> list[str]:
+    return table.column("problem_id").to_pylist()
+
+
+def test_psrlm_searches_problems_m1_never_trained_on(tmp_path):
+    run = _run(tmp_path, mode="psrlm")
+    train = _ids(data.problems(run, "train"))
+    searched = [_ids(iteration_problems(run, k)) for k in (1, 2, 3)]
+    assert searched == [train[0:6], train[6:12], train[12:18]]  # a new slice per iteration
+    assert _ids(search_pool(run)) == train[:18]
+    m1 = set(_ids(m1_problems(run)))
+    assert m1 == set(train[18:]) and not m1 & {p for ids in searched for p in ids}
+    # What M1 is trained on: the task's rows for exactly those problems (solutions and judgments).
+    sft = run.task.policy_sft(m1_problems(run)).column("example_id").to_pylist()
+    assert {e.split("/", 1)[1] for e in sft} == m1
+    eft = run.task.pairwise_sft(m1_problems(run), 20, 0).column("example_id").to_pylist()
+    assert {e.split("/")[1] for e in eft} <= m1
+
+
+def test_a_smaller_pool_is_cycled_and_zero_keeps_every_problem_for_m1(tmp_path):
+    run = _run(tmp_path, mode="psrlm", search_pool_problems=9)
+    train = _ids(data.problems(run, "train"))
+    assert [_ids(iteration_problems(run, k)) for k in (1, 2, 3)] == [train[0:6], train[2:8], train[0:6]]
+    assert _ids(m1_problems(run)) == train[9:]
+    guided = _run(tmp_path / "g", mode="guided")
+    assert _ids(m1_problems(guided)) == _ids(data.problems(guided, "train"))  # as before: nothing held back
+    assert _ids(iteration_problems(guided, 2)) == _ids(data.problems(guided, "train"))[6:12]
+
+
+@pytest.mark.parametrize("mode", ["psrlm", "guided"])
+def test_the_searched_problems_carry_no_reference_answer(tmp_path, mode):
+    run = _run(tmp_path, mode=mode)
+    for k in (1, 2, 3):
+        table = iteration_problems(run, k)
+        assert table.num_rows == 6 and table.column("answer").null_count == 6
+
+
+def test_m1s_sft_stage_trains_on_the_rest_only_with_j_judge_prompts(tmp_path, monkeypatch):
+    from rprm_ray.stages import policy
+
+    run = _run(tmp_path, mode="psrlm")
+    seen = {}
+
+    def fake_sft(run_, key, base, table, steps, name):  # the trainer is not what is tested here
+        seen.update(key=key, table=table)
+        return tmp_path / "m1", {}
+
+    monkeypatch.setattr(policy, "cached_sft", fake_sft)
+    monkeypatch.setattr(policy, "base_model", lambda run_, which: tmp_path / "base")
+    run.current_stage = "iter_0/policy_sft"
+    result = policy.policy_sft_stage(run)
+    rows = seen["table"].to_pylist()
+    trained = {r["example_id"].split("/")[1] for r in rows}
+    searched = {p for k in (1, 2, 3) for p in _ids(iteration_problems(run, k))}
+    assert trained == set(_ids(m1_problems(run))) and not trained & searched
+    kinds = {r["kind"] for r in rows}
+    assert kinds == {"policy", "pairwise"}
+    assert all(r["prompt"].startswith("J:" if r["kind"] == "pairwise" else "Q:") for r in rows)
+    assert result.metrics["search_pool_problems"] == 18 and result.metrics["problems"] == 22
+
+
+def test_guideds_m1_is_trained_and_cached_as_before(tmp_path, monkeypatch):
+    from rprm_ray.stages import policy
+    from rprm_ray.stages.training_stages import cache_key
+
+    run = _run(tmp_path, mode="guided")
+    seen = {}
+    monkeypatch.setattr(policy, "cached_sft", lambda run_, key, base, table, steps, name:
+                        seen.update(key=key, table=table) or (tmp_path / "m1", {}))
+    monkeypatch.setattr(policy, "base_model", lambda run_, which: tmp_path / "base")
+    run.current_stage = "iter_0/policy_sft"
+    result = policy.policy_sft_stage(run)
+    r = run.recipe
+    assert seen["key"] == cache_key("policy-sft", "guided", r.task.model_dump(mode="json"),
+                                    r.models.policy.model_dump(mode="json"), r.trainer.model_dump(mode="json"),
+                                    r.bootstrap.policy_sft_steps, r.bootstrap.pairwise_judge_examples, r.seed)
+    assert seen["table"].num_rows == 40 and "search_pool_problems" not in result.metrics
