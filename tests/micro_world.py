@@ -34,7 +34,16 @@ MICRO = [
 
 # psrlm's policy judges itself pairwise: its own worked step (one call), then after the shown steps a
 # marked line and decision per step and the verdict (~66 tokens), past the pointwise judge's budget above.
-MODE = {"guided": [], "psrlm": ["judge.sampling.max_new_tokens=72"]}
+# Its one model learns solutions and that longer judgment together: after 150 steps on 200 judgments
+# every pair of its search tied (no step pairs); 500 steps on 400 gave pairs.
+MODE = {"guided": [], "psrlm": ["judge.sampling.max_new_tokens=72", "bootstrap.policy_sft_steps=500",
+                                "bootstrap.pairwise_judge_examples=400"]}
+
+
+def setting(mode: str, key: str) -> str:
+    """The value a micro run of `mode` sets for `key` (its mode's own override wins)."""
+    values = dict(s.split("=", 1) for s in [*MICRO, *MODE[mode]])
+    return values[key]
 
 
 def free_port() -> int:

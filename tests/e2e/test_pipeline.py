@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from micro_world import RECIPE, ROOT, cli_args, finished_stages, free_port, stage_outputs
+from micro_world import RECIPE, ROOT, cli_args, finished_stages, free_port, setting, stage_outputs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -32,7 +32,7 @@ def percent(x) -> bool:
     return isinstance(x, (int, float)) and 0 <= x <= 100
 
 
-def check_report(run_dir: Path, console: str, stages: list[str]) -> dict:
+def check_report(run_dir: Path, console: str, stages: list[str], mode: str) -> dict:
     """The run's stages finished in order, and its report (metrics.json, report.html, the summary)
     reads back with every stage's figures."""
     from rprm_ray.report import summary_text
@@ -45,7 +45,7 @@ def check_report(run_dir: Path, console: str, stages: list[str]) -> dict:
     assert list(metrics["stages"]) == stages
     assert metrics["pass@1_per_iteration"].keys() == {"0", "1"}
     assert all(percent(v) for v in metrics["pass@1_per_iteration"].values())
-    assert metrics["stages"]["iter_0/policy_sft"]["steps"] == 150
+    assert metrics["stages"]["iter_0/policy_sft"]["steps"] == int(setting(mode, "bootstrap.policy_sft_steps"))
     sft = metrics["stages"]["iter_0/policy_sft"]
     assert sft["loss_last"] < sft["loss_first"]
     assert metrics["stages"]["iter_1/policy_eval"]["problems"] == 8
@@ -66,7 +66,7 @@ def check_report(run_dir: Path, console: str, stages: list[str]) -> dict:
 
 def test_guided_runs_every_stage_and_reports(micro_runs):
     run_dir, console = micro_runs.get("guided")
-    m = check_report(run_dir, console, GUIDED)
+    m = check_report(run_dir, console, GUIDED, "guided")
     judge = m["judge"]
     assert judge.keys() == {"sft", "dpo"}
     assert all(percent(judge[p]["f1"]) for p in judge)
@@ -88,13 +88,13 @@ def test_guided_runs_every_stage_and_reports(micro_runs):
 
 def test_psrlm_runs_every_stage_and_reports(micro_runs):
     run_dir, console = micro_runs.get("psrlm")
-    m = check_report(run_dir, console, PSRLM)
+    m = check_report(run_dir, console, PSRLM, "psrlm")
     assert "judge" not in m and "best_of_n" not in m
     # M1 learned pairwise judging beside the solutions (EFT): more examples than solutions alone.
     assert m["stages"]["iter_0/policy_sft"]["examples"] > m["stages"]["iter_0/data"]["problems_train"]
     # The policy judged its own candidates, through the judge deployment on its own weights. At this
-    # size its judgments seldom pick a side, so its step DPO often has no pair: the DPO training and
-    # the trainer-to-engine hand-off are checked on the guided run.
+    # size its judgments seldom pick a side (a few pairs per run): the DPO training and the
+    # trainer-to-engine hand-off are checked on the guided run.
     assert all(r["strategy"] == "self_judged" for r in stage_outputs(run_dir)["iter_1/search/search_results"])
 
 
