@@ -133,6 +133,18 @@ def critiques_with_verdict(
     return [joined[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
+def own_lines(engine: Any, prompts: Sequence[str], n: int, sampling: SamplingConfig) -> dict[str, list[Any]]:
+    """A recompute-first judge's own first line, `n` samples per distinct context: shared by every
+    step (or pair, in both orders) judged in that context."""
+    contexts = list(dict.fromkeys(prompts))
+    return dict(zip(contexts, engine.generate(contexts, n=n, sampling=sampling, stop=["\n"]), strict=True))
+
+
+def greedy(sampling: SamplingConfig) -> SamplingConfig:
+    """`sampling` at temperature 0: what follows the judge's own line is a deterministic check."""
+    return sampling.model_copy(update={"temperature": 0.0, "top_p": 1.0})
+
+
 def write_critiques(
     engine: Any,
     style: Any,
@@ -154,16 +166,12 @@ def write_critiques(
     prompts = judge_prompts(steps, style, where=where)
     if not style.recompute_first:
         return prompts, critiques_with_verdict(engine, prompts, n, sampling)
-    from rprm_ray.config import SamplingConfig
-
-    contexts = list(dict.fromkeys(prompts))
-    own = dict(zip(contexts, engine.generate(contexts, n=n, sampling=sampling, stop=["\n"]), strict=True))
+    own = own_lines(engine, prompts, n, sampling)
     shown = [style.shown_step(row["now_step"]) for row in steps.to_pylist()]
     # Row-major: sample i of row r sits at r * n + i.
     heads = [(prompt, own[prompt][i].text + "\n" + step) for prompt, step in zip(prompts, shown, strict=True)
              for i in range(n)]
-    greedy = SamplingConfig(temperature=0.0, top_p=1.0, max_new_tokens=sampling.max_new_tokens, seed=sampling.seed)
-    tails = critiques_with_verdict(engine, [prompt + head for prompt, head in heads], 1, greedy)
+    tails = critiques_with_verdict(engine, [prompt + head for prompt, head in heads], 1, greedy(sampling))
     # The critique is the judge's line, the shown step and the rest; P(Yes) comes from the rest's
     # verdict continuation.
     joined = [replace(tail[0], text=head + tail[0].text) for (_, head), tail in zip(heads, tails, strict=True)]
@@ -341,15 +349,11 @@ def write_pairwise(
         return []
     if not style.recompute_first:
         return engine.generate(prompts, n=1, sampling=sampling)
-    from rprm_ray.config import SamplingConfig
-
-    contexts = list(dict.fromkeys(prompts))
-    own = dict(zip(contexts, engine.generate(contexts, n=1, sampling=sampling, stop=["\n"]), strict=True))
+    own = own_lines(engine, prompts, 1, sampling)
     heads = [own[prompt][0].text + "\n" + style.shown_pair(r.slot_a_step, r.slot_b_step)
              for prompt, r in zip(prompts, requests, strict=True)]
-    greedy = SamplingConfig(temperature=0.0, top_p=1.0, max_new_tokens=sampling.max_new_tokens, seed=sampling.seed)
     tails = engine.generate([prompt + head for prompt, head in zip(prompts, heads, strict=True)], n=1,
-                            sampling=greedy)
+                            sampling=greedy(sampling))
     return [[replace(tail[0], text=head + tail[0].text)] for head, tail in zip(heads, tails, strict=True)]
 
 
