@@ -384,6 +384,9 @@ class LoopConfig(_Strict):
     mode: Literal["rprm", "psrlm", "guided"] = "guided"
     iterations: int = Field(2, ge=0)
     problems_per_iteration: int = Field(256, ge=1)
+    # constant: every iteration searches problems_per_iteration problems; linear: iteration k
+    # searches k x problems_per_iteration (PSRLM's 400 / 800 / 1,200 for M2 / M3 / M4).
+    problems_growth: Literal["constant", "linear"] = "constant"
     max_steps_per_solution: int = Field(20, ge=1)  # PSRLM's cap (also bounds rollbacks)
     rollback_on_tie: bool = True
     # Guided mode: a step pair needs best score - worst score >= this. 0 pairs any difference (the
@@ -397,6 +400,14 @@ class LoopConfig(_Strict):
     # them, cycling when there are fewer). 0: none held back (iterations search problems M1 was
     # trained on); null: iterations x problems_per_iteration in psrlm, 0 in the other modes.
     search_pool_problems: int | None = Field(None, ge=0)
+
+    def problems_in_iteration(self, iteration: int) -> int:
+        """How many problems iteration `iteration` (1-based) searches."""
+        return self.problems_per_iteration * (iteration if self.problems_growth == "linear" else 1)
+
+    def problems_searched_before(self, iteration: int) -> int:
+        """How many problems the iterations before `iteration` searched together."""
+        return sum(self.problems_in_iteration(k) for k in range(1, iteration))
 
 
 class SearchConfig(_Strict):
@@ -431,6 +442,10 @@ class EvaluationConfig(_Strict):
     bon_samples_per_prompt: list[int] = [1, 2, 4, 8]
     critiques_per_step: list[int] = [1, 2, 4, 8]  # F1 vs K
     critique_temperature: float = Field(1.0, gt=0.0)  # sampling temperature of the F1-vs-K critiques
+    # psrlm: the self-judge's pairwise accuracy per iteration is measured on the policy's own
+    # candidate steps for this many held-out problems (the first of the eval split); null: as many
+    # as pass@1 uses; 0: not measured. Needs a world with step labels (arith).
+    self_judge_problems: int | None = Field(None, ge=0)
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     processbench_files: list[Path] = []
     math_files: list[Path] = []
@@ -495,9 +510,11 @@ class Recipe(_Strict):
             raise ValueError("models.teacher.kind 'openai' writes a critique in one call; the compact judge is shown "
                              "the step after its own first line: use 'programmatic' or 'vllm'")
         pool = self.search_pool_problems
-        if pool and pool < self.loop.problems_per_iteration:
-            raise ValueError(f"loop.search_pool_problems ({pool}) must be at least loop.problems_per_iteration "
-                             f"({self.loop.problems_per_iteration}), or 0 to hold none back")
+        largest = self.loop.problems_in_iteration(max(1, self.loop.iterations))
+        if pool and pool < largest:
+            raise ValueError(f"loop.search_pool_problems ({pool}) must be at least the problems of the largest "
+                             f"iteration ({largest}: loop.problems_per_iteration, loop.problems_growth), "
+                             "or 0 to hold none back")
         if pool and pool >= self.task.train_problems:  # (a dataset's train_problems is its most)
             raise ValueError(f"loop.search_pool_problems: {pool} training problems held back for the searches "
                              f"(iterations x problems_per_iteration when null) leave none of task.train_problems "
@@ -512,11 +529,11 @@ class Recipe(_Strict):
 
     @property
     def search_pool_problems(self) -> int:
-        """loop.search_pool_problems, resolved (null: iterations x problems_per_iteration in psrlm)."""
+        """loop.search_pool_problems, resolved (null in psrlm: every problem the iterations search)."""
         explicit = self.loop.search_pool_problems
         if explicit is not None:
             return explicit
-        return self.loop.iterations * self.loop.problems_per_iteration if self.loop.mode == "psrlm" else 0
+        return self.loop.problems_searched_before(self.loop.iterations + 1) if self.loop.mode == "psrlm" else 0
 
     @property
     def distinct_judge_prompts(self) -> bool:

@@ -4,7 +4,8 @@
 - guided:  the design card's shape: the R-PRM judge above, then self-rewarding iterations in which
            the judge scores the policy's candidate steps and the policy learns by step-wise DPO.
 - psrlm:   one model is policy and pairwise judge (M1 = SFT on solutions + pairwise judgments);
-           each iteration it searches, judges itself, and learns from its (best, worst) steps.
+           each iteration it searches, judges itself, and learns from its (best, worst) steps;
+           after each, its pairwise accuracy on its own held-out candidates (arith).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from rprm_ray.loop import Run
 from rprm_ray.stages import final, judge, policy
 from rprm_ray.stages.data import DATA, data_stage
+from rprm_ray.stages.self_judge import measures_self_judge, self_judge_eval_stage
 
 
 def run_pipeline(run: Run) -> None:
@@ -21,6 +23,9 @@ def run_pipeline(run: Run) -> None:
     if mode in ("guided", "psrlm"):
         run.stage("iter_0/policy_sft", lambda: policy.policy_sft_stage(run))
         run.stage("iter_0/policy_eval", lambda: policy.pass_at_1_stage(run, run.state["policy_dir"]))
+    self_judge = measures_self_judge(run)
+    if self_judge:
+        run.stage("iter_0/self_judge_eval", lambda: self_judge_eval_stage(run, run.state["policy_dir"]))
     if mode in ("guided", "rprm"):
         run.stage("iter_0/judge_seed", lambda: judge.judge_seed_stage(run))
         run.stage("iter_0/judge_sft", lambda: judge.judge_sft_stage(run))
@@ -37,6 +42,8 @@ def run_pipeline(run: Run) -> None:
             run.stage(f"iter_{k}/step_dpo", lambda k=k: policy.step_dpo_stage(run, k))
             run.stage(f"iter_{k}/policy_eval",
                       lambda: policy.pass_at_1_stage(run, run.state["policy_dir"], baseline="iter_0/policy_eval"))
+            if self_judge:
+                run.stage(f"iter_{k}/self_judge_eval", lambda: self_judge_eval_stage(run, run.state["policy_dir"]))
     if mode == "guided":
         run.stage("final/best_of_n", lambda: final.best_of_n_stage(run))
         run.stage("final/beam", lambda: final.beam_stage(run))

@@ -7,6 +7,7 @@ Everything is read back from the manifest, so a report can be rebuilt for any ru
 from __future__ import annotations
 
 import html
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,13 @@ def collect(manifest: Manifest) -> dict[str, Any]:
         last = stages[f"iter_{max(acc)}/policy_eval"]
         if "vs_baseline" in last:
             out["pass@1_final_vs_M1"] = last["vs_baseline"]
+    iterations = iteration_rows(stages)
+    if iterations:
+        out["iterations"] = iterations
+        self_judge = {k: row["self_judge_accuracy"] for k, row in iterations.items()
+                      if row.get("self_judge_accuracy") is not None}
+        if self_judge:
+            out["self_judge_accuracy_per_iteration"] = self_judge
     judge = {}
     for phase in ("sft", "dpo"):
         m = stages.get(f"iter_0/judge_eval_{phase}")
@@ -51,6 +59,52 @@ def collect(manifest: Manifest) -> dict[str, Any]:
     if timing:
         out["seconds_by_stage_kind"] = timing
     return out
+
+
+def iteration_rows(stages: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per model M1, M2, ... (keyed by iteration, "0" = M1): its pass@1 and difference from M1,
+    the search that produced it (problems, step pairs, rollbacks) and, in psrlm, its self-judge's
+    pairwise accuracy on its own held-out candidates. Empty for a run with no iterations."""
+    rows: dict[str, dict[str, Any]] = {}
+    for key, m in stages.items():
+        head, _, name = key.partition("/")
+        if not head.startswith("iter_"):
+            continue
+        row = rows.setdefault(head.split("_")[1], {})
+        if name == "policy_eval" and "pass@1" in m:
+            row["pass@1"] = m["pass@1"]
+            if "vs_baseline" in m:
+                row["vs_M1"] = m["vs_baseline"]
+        elif name == "search":
+            row.update({"searched_problems": m.get("problems"), "step_pairs": m.get("pairs"),
+                        "rollbacks": m.get("rollbacks")})
+        elif name == "self_judge_eval":
+            row.update({k: m.get(k) for k in ("self_judge_accuracy", "self_judge_accuracy_interval",
+                                              "position_consistency", "pair_accuracy")})
+            row["self_judge_pairs"] = m.get("pairs")
+    out = {k: rows[k] for k in sorted(rows, key=int) if "pass@1" in rows[k] or "self_judge_accuracy" in rows[k]}
+    return out if len(out) > 1 or any("self_judge_accuracy" in r for r in out.values()) else {}
+
+
+def iteration_table_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """One line per model: M1 (after SFT), M2, ... with what produced it and how it does."""
+    lines = []
+    for k, row in summary.get("iterations", {}).items():
+        parts = []
+        if "pass@1" in row:
+            parts.append(f"pass@1 {row['pass@1']:.1f}%" + (f" ({row['vs_M1']['points']:+.1f} vs M1, CI "
+                         f"[{row['vs_M1']['low']:+.1f}, {row['vs_M1']['high']:+.1f}])" if "vs_M1" in row else ""))
+        if row.get("self_judge_accuracy") is not None:
+            low, high = row.get("self_judge_accuracy_interval") or (None, None)
+            parts.append(f"self-judge {row['self_judge_accuracy']:.1f}%"
+                         + (f" [{low:.1f}, {high:.1f}]" if low is not None else "")
+                         + f" on {row['self_judge_pairs']} own pairs, position-consistent "
+                         f"{row['position_consistency']:.1f}%")
+        if row.get("step_pairs") is not None:
+            parts.append(f"from {row['step_pairs']} step pairs of {row['searched_problems']} searched problems "
+                         f"({row['rollbacks']} rollbacks)")
+        lines.append((f"M{int(k) + 1}" + (" (SFT)" if k == "0" else ""), "; ".join(parts)))
+    return lines
 
 
 def time_by_stage_kind(stages: dict[str, Any]) -> dict[str, float]:
@@ -85,7 +139,11 @@ def make_plots(summary: dict[str, Any], out_dir: Path) -> list[Path]:
     made = []
     if "pass@1_per_iteration" in summary:
         it = summary["pass@1_per_iteration"]
-        made.append(plots.plot_accuracy_per_iteration([int(k) for k in it], {"pass@1 (greedy)": list(it.values())},
+        series = {"pass@1 (greedy)": list(it.values())}
+        self_judge = summary.get("self_judge_accuracy_per_iteration", {})
+        if set(self_judge) == set(it):
+            series["self-judge pairwise accuracy (own candidates)"] = [self_judge[k] for k in it]
+        made.append(plots.plot_accuracy_per_iteration([int(k) for k in it], series,
                                                       out_dir / "accuracy_per_iteration.png"))
     judge = summary.get("judge", {})
     if judge:
@@ -146,9 +204,22 @@ def target_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         check("judge F1 at K=8 >= at K=1", k8 >= k1, f"{k8:.1f} vs {k1:.1f}")
     if "pass@1_M1" in summary and len(summary.get("pass@1_per_iteration", {})) > 1:
         gain = summary["pass@1_final"] - summary["pass@1_M1"]
-        check("pass@1 after self-rewarding >= M1 + 3", gain >= 3,
-              f"{summary['pass@1_final']:.1f} vs {summary['pass@1_M1']:.1f} ({gain:+.1f})"
-              + _interval(summary.get("pass@1_final_vs_M1")))
+        diff = summary.get("pass@1_final_vs_M1")
+        check("pass@1 after self-rewarding >= M1 + 3, interval above 0",
+              gain >= 3 and (diff is None or diff["low"] > 0),
+              f"{summary['pass@1_final']:.1f} vs {summary['pass@1_M1']:.1f} ({gain:+.1f})" + _interval(diff))
+        per_iteration = list(summary["pass@1_per_iteration"].values())
+        drops = [later - earlier for earlier, later in itertools.pairwise(per_iteration)]
+        check("no iteration loses more than 1 point of pass@1", min(drops) >= -1,
+              " -> ".join(f"{x:.1f}" for x in per_iteration))
+    self_judge = summary.get("self_judge_accuracy_per_iteration", {})
+    if "0" in self_judge:
+        check("self-judge pairwise accuracy on its own candidates at M1 >= 85%", self_judge["0"] >= 85,
+              f"{self_judge['0']:.1f}%")
+        last = max(self_judge, key=int)
+        if last != "0":
+            check("self-judge accuracy at the last model >= at M1", self_judge[last] >= self_judge["0"],
+                  f"M{int(last) + 1} {self_judge[last]:.1f}% vs M1 {self_judge['0']:.1f}%")
     bon = summary.get("best_of_n")
     if bon and "pass@1_samples" in bon:
         # Pass@1 as the papers print it beside Best-of-N: the mean accuracy of the same samples.
@@ -285,6 +356,8 @@ def write_report(run_dir: Path) -> Path:
     figures = "".join(f'<figure><img src="{report_html.data_uri(p)}" alt="{p.stem}"><figcaption>'
                       f'<a href="{p.name}">{p.stem.replace("_", " ")}</a></figcaption></figure>' for p in pngs)
     targets = target_rows(summary)
+    iteration_lines = iteration_table_rows(summary)
+    iterations_html = f"<h2>Models per iteration</h2>{_table(iteration_lines)}" if iteration_lines else ""
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>rprm-ray run {html.escape(run_dir.name)}</title>
 <style>{report_html.CSS}</style></head><body>
 <h1>rprm-ray run <code>{html.escape(run_dir.name)}</code></h1>
@@ -292,7 +365,7 @@ def write_report(run_dir: Path) -> Path:
 <code>{manifest.data['recipe_fingerprint']}</code>, started {html.escape(str(manifest.data.get('created_at', '?')))};
 figures on held-out problems of the run's task.</p>
 <h2>Headline</h2>{_table(headline_rows(summary)) if headline_rows(summary) else '<p class="note">(no figures yet)</p>'}
-<h2>Reference targets (embedded demo)</h2>{_table(targets) if targets else '<p class="note">(none measured yet)</p>'}
+{iterations_html}<h2>Reference targets (embedded demo)</h2>{_table(targets) if targets else '<p class="note">(none measured yet)</p>'}
 <h2>Plots</h2>{figures or '<p class="note">(no plots yet)</p>'}
 <h2>Held-out solutions, judged step by step</h2>{_section("judged solutions", lambda: judged_solutions_section(manifest))}
 <h2>One search, level by level</h2>{_section("the search", lambda: search_section(manifest))}
@@ -310,6 +383,10 @@ def summary_text(run_dir: Path) -> str:
     width = max((len(a) for a, _ in rows), default=0)
     lines = [f"== rprm-ray run {run_dir} =="]
     lines += [f"{a.ljust(width)}  {b}" for a, b in rows]
+    iteration_lines = iteration_table_rows(summary)
+    if iteration_lines:
+        lines.append("models per iteration:")
+        lines += [f"  {a.ljust(8)}  {b}" for a, b in iteration_lines]
     targets = target_rows(summary)
     if targets:
         lines.append("reference targets (embedded demo):")

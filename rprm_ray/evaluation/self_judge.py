@@ -18,7 +18,7 @@ it names the right step, and an invalid judgment (no single `[[A]]`/`[[B]]`) is 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -71,6 +71,8 @@ class SelfJudgeAccuracy:
     consistent: int  # pairs whose two valid judgments agree
     consistent_checked: int  # pairs judged validly in both orders
     slot_a: int  # valid judgments naming slot A
+    # Per pair, the share of its judgments that name the right step (for the interval).
+    per_pair: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def accuracy(self) -> float | None:
@@ -89,9 +91,23 @@ class SelfJudgeAccuracy:
         valid = self.judgments - self.invalid
         return self.slot_a / valid if valid else None
 
+    def accuracy_interval(self, level: float = 0.95) -> tuple[float, float] | None:
+        """Bootstrap interval of the accuracy in percent, resampling pairs (a pair's two orders
+        are not independent judgments)."""
+        if not self.per_pair:
+            return None
+        from rprm_ray.evaluation.stats import mean_interval
+
+        return mean_interval(self.per_pair, level=level)
+
     def as_dict(self) -> dict[str, float | int | None]:
-        return {**asdict(self), "accuracy": self.accuracy, "pair_accuracy": self.pair_accuracy,
-                "position_consistency": self.position_consistency, "slot_a_rate": self.slot_a_rate}
+        counts = {name: getattr(self, name) for name in ("pairs", "judgments", "right", "invalid",
+                                                         "both_orders_right", "consistent", "consistent_checked",
+                                                         "slot_a")}
+        interval = self.accuracy_interval()
+        return {**counts, "accuracy": self.accuracy, "pair_accuracy": self.pair_accuracy,
+                "position_consistency": self.position_consistency, "slot_a_rate": self.slot_a_rate,
+                "accuracy_interval": list(interval) if interval else None}
 
     def text(self) -> str:
         def pct(x: float | None) -> str:
@@ -121,15 +137,48 @@ def self_judge_accuracy(judgments: pa.Table, right_of: dict[str, int]) -> SelfJu
         in_slot_a = row["candidate_a"] if row["order"] == "AB" else row["candidate_b"]
         slot_a += row["winner"] == in_slot_a
     both = consistent = checked = 0
+    per_pair = []
     for pair_id, orders in by_pair.items():
         winners = [orders[o]["winner"] if orders[o]["valid"] else None for o in ("AB", "BA") if o in orders]
         if len(winners) == 2 and None not in winners:
             checked += 1
             consistent += winners[0] == winners[1]
         both += len(winners) == 2 and all(w == right_of[pair_id] for w in winners)
+        per_pair.append(sum(w == right_of[pair_id] for w in winners) / len(winners))
     return SelfJudgeAccuracy(pairs=len(right_of), judgments=table.num_rows, right=right, invalid=invalid,
                              both_orders_right=both, consistent=consistent, consistent_checked=checked,
-                             slot_a=slot_a)
+                             slot_a=slot_a, per_pair=tuple(per_pair))
+
+
+def own_prefixes(solutions: pa.Table, style) -> pa.Table:
+    """The prefixes at which the policy's own candidates are sampled: per solution the empty
+    prefix (the first step, even after a solution with no readable step), then one per step up to
+    its final step, as a `prefixes` table (prefix_id `<problem_id>/<k>`)."""
+    table = batches.validate(solutions, "solutions", where="own_prefixes")
+    rows = []
+    for sol in table.to_pylist():
+        steps = list(sol["steps"])
+        cut = next((k + 1 for k, step in enumerate(steps) if style.is_final_step(step)), len(steps))
+        for k in range(max(1, cut)):
+            rows.append({"problem_id": sol["problem_id"], "prefix_id": f"{sol['problem_id']}/{k}",
+                         "question": sol["question"], "prefix_steps": steps[:k]})
+    return batches.from_rows(rows, "prefixes") if rows else batches.empty("prefixes")
+
+
+def measure_self_judge(generator, judge, style, problems: pa.Table, is_right: StepLabeler, w: int, sampling,
+                       greedy, max_pairs_per_prefix: int | None = None) -> tuple[SelfJudgeAccuracy, pa.Table, dict]:
+    """Through the roles (`search.base.StepGenerator`, `PairwiseJudge`): the policy's greedy
+    solution of each problem, w candidates (`sampling`, as the search samples) at each of its
+    prefixes, and the judge's comparison of every discordant pair in both orders. Returns the
+    figures, the `pairwise_judgments`, and counts of prefixes and candidates."""
+    solutions = generator.generate(problems, n=1, sampling=greedy)
+    prefixes = own_prefixes(solutions, style)
+    candidates = generator.expand(prefixes, w, sampling)
+    pairs, right_of = discordant_pairs(candidates, is_right, max_pairs_per_prefix)
+    judgments = (batches.validate(judge.compare(pairs), "pairwise_judgments", where="judge.compare")
+                 if pairs.num_rows else batches.empty("pairwise_judgments"))
+    counts = {"problems": problems.num_rows, "prefixes": prefixes.num_rows, "candidates": candidates.num_rows}
+    return self_judge_accuracy(judgments, right_of), judgments, counts
 
 
 def judge_own_pairs(engine, style, candidates: pa.Table, is_right: StepLabeler, sampling,

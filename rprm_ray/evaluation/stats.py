@@ -50,3 +50,10 @@ def paired_difference(
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return Difference(100 * float(diff.mean()), 100 * float(low), 100 * float(high), level, len(diff))
+
+
+def mean_interval(scores: Sequence[float], *, resamples: int = 10_000, level: float = 0.95,
+                  seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval, in percent, of the mean of per-item scores in [0, 1]."""
+    d = paired_difference(scores, [0.0] * len(scores), resamples=resamples, level=level, seed=seed)
+    return d.low, d.high

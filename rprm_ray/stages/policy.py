@@ -183,11 +183,12 @@ def m1_problems(run: Run) -> pa.Table:
 
 
 def iteration_problems(run: Run, iteration: int) -> pa.Table:
-    """A fresh slice of the search pool per iteration (answers are never read by the search)."""
-    r = run.recipe
+    """A fresh slice of the search pool per iteration, `loop.problems_in_iteration` problems long
+    (cycling when the pool runs out); answers are never read by the search."""
+    loop = run.recipe.loop
     train = search_pool(run)
-    n = r.loop.problems_per_iteration
-    start = ((iteration - 1) * n) % max(1, train.num_rows - n + 1)
+    n = loop.problems_in_iteration(iteration)
+    start = loop.problems_searched_before(iteration) % max(1, train.num_rows - n + 1)
     table = train.slice(start, n)
     # Hide the reference answers: self-rewarding uses no ground-truth labels.
     return table.set_column(table.column_names.index("answer"), "answer",
@@ -230,7 +231,9 @@ def self_reward_search_stage(run: Run, iteration: int) -> StageResult:
     finished = sum(bool(f) for f in results.column("finished").to_pylist())
     trace.sort(key=lambda t: (t["problem_id"], t["level"], t["candidate_id"]))  # by problem, for the report
     return StageResult(
-        metrics={"problems": problems.num_rows, "finished": finished, "pairs": step_pairs.num_rows},
+        metrics={"problems": problems.num_rows, "finished": finished, "pairs": step_pairs.num_rows,
+                 "rollbacks": sum(results.column("rollbacks").to_pylist()),
+                 "judge_calls": sum(results.column("judge_calls").to_pylist())},
         tables={"search_results": (results, "search_results"), "pairs": (step_pairs, "preference_pairs"),
                 "search_trace": (batches.from_rows(trace, "search_trace"), "search_trace")},
     )

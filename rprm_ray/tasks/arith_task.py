@@ -59,6 +59,14 @@ class ArithTask(Task):
         return arith.is_correct_answer(arith.ArithProblem("grade", question, (), expected), answer)
 
     @property
+    def has_step_labels(self) -> bool:
+        return True
+
+    def step_is_right(self, question: str, previous_steps: list[str], step: str) -> bool:
+        # The world's one right next step, written as the reference solutions write it.
+        return step.strip() == arith.expected_step(question, list(previous_steps))
+
+    @property
     def has_programmatic_teacher(self) -> bool:
         return True
 

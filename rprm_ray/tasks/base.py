@@ -66,6 +66,16 @@ class Task(ABC):
     def has_programmatic_teacher(self) -> bool:
         """Whether `teacher_critique` works (models.teacher.kind 'programmatic')."""
 
+    @property
+    def has_step_labels(self) -> bool:
+        """Whether `step_is_right` works: a programmatic label for any step (arith only)."""
+        return False
+
+    def step_is_right(self, question: str, previous_steps: list[str], step: str) -> bool:
+        """Whether `step` is a right next step after `previous_steps`, for evaluation only (the
+        self-judge's accuracy on the policy's own candidates)."""
+        raise TaskError(f"task.kind {self.kind!r} has no programmatic step labels")
+
     @abstractmethod
     def teacher_critique(self, question: str, previous_steps: list[str], now_step: str) -> str:
         """A teacher critique ending in the verdict line; raises TaskError where there is none."""

@@ -25,7 +25,7 @@ JUDGE_STAGES = ["iter_0/judge_seed", "iter_0/judge_sft", "iter_0/judge_eval_sft"
                 "iter_0/judge_dpo", "iter_0/judge_eval_dpo"]
 LOOP_STAGES = ["iter_1/search", "iter_1/step_dpo", "iter_1/policy_eval"]
 GUIDED = [*POLICY_STAGES, *JUDGE_STAGES, *LOOP_STAGES, "final/best_of_n", "final/beam"]
-PSRLM = [*POLICY_STAGES, *LOOP_STAGES]
+PSRLM = [*POLICY_STAGES, "iter_0/self_judge_eval", *LOOP_STAGES, "iter_1/self_judge_eval"]
 
 
 def percent(x) -> bool:
@@ -96,6 +96,14 @@ def test_psrlm_runs_every_stage_and_reports(micro_runs):
     # size its judgments seldom pick a side (a few pairs per run): the DPO training and the
     # trainer-to-engine hand-off are checked on the guided run.
     assert all(r["strategy"] == "self_judged" for r in stage_outputs(run_dir)["iter_1/search/search_results"])
+    # After M1 and after M2 the policy judged pairs of its own held-out candidates (real Serve
+    # compare on its own weights), both orders per pair.
+    for key in ("iter_0/self_judge_eval", "iter_1/self_judge_eval"):
+        judged = m["stages"][key]
+        assert judged["problems"] == 8 and judged["prefixes"] >= 8 and judged["candidates"] == 2 * judged["prefixes"]
+        assert judged["judgments"] == 2 * judged["pairs"]
+        assert judged["self_judge_accuracy"] is None if judged["pairs"] == 0 else percent(judged["self_judge_accuracy"])
+    assert m["iterations"]["1"]["step_pairs"] == m["stages"]["iter_1/search"]["pairs"]
 
 
 def _driver(args: list[str]) -> list[str]:

@@ -32,7 +32,8 @@ def test_target_rows_state_each_target_with_its_measurement() -> None:
     assert rows["judge F1 after SFT >= 70"] == "met: 72.0"
     assert rows["judge F1 after DPO >= after SFT"] == "NOT met: 71.0 vs 72.0"
     assert rows["judge F1 at K=8 >= at K=1"] == "met: 65.0 vs 61.0"  # the last phase's curve
-    assert rows["pass@1 after self-rewarding >= M1 + 3"] == "met: 64.5 vs 60.0 (+4.5)"
+    assert rows["pass@1 after self-rewarding >= M1 + 3, interval above 0"] == "met: 64.5 vs 60.0 (+4.5)"
+    assert rows["no iteration loses more than 1 point of pass@1"] == "met: 60.0 -> 62.0 -> 64.5"
     assert rows["Best-of-8 >= pass@1 + 10"] == "met: 76.0 vs pass@1 61.0 (mean of the 8 samples; greedy 64.5)"
     # Beam spent 900 steps: the fair Best-of-N is the smallest n spending at least that (n=4).
     assert rows["beam >= Best-of-N at equal candidate steps"] == (
@@ -53,7 +54,7 @@ def test_beam_over_every_best_of_n_budget_is_not_met() -> None:
 def test_best_of_n_is_measured_against_the_samples_own_pass_at_1() -> None:
     s = summary()
     s["best_of_n"]["pass@1_samples"] = 66.5
-    assert report.target_rows(s)[4] == ("Best-of-8 >= pass@1 + 10",
+    assert report.target_rows(s)[5] == ("Best-of-8 >= pass@1 + 10",
                                         "NOT met: 76.0 vs pass@1 66.5 (mean of the 8 samples; greedy 64.5)")
 
 
@@ -86,8 +87,11 @@ def test_targets_carry_the_paired_interval_of_their_difference() -> None:
                                                "problems": 400}
     s["beam"]["beam_vs_bon"] = {"points": 0.0, "low": -3.0, "high": 3.0, "level": 0.95, "problems": 400, "n": 8}
     rows = dict(report.target_rows(s))
-    assert rows["pass@1 after self-rewarding >= M1 + 3"] == (
+    assert rows["pass@1 after self-rewarding >= M1 + 3, interval above 0"] == (
         "met: 64.5 vs 60.0 (+4.5); difference +4.5, 95% CI [+1.2, +7.8]")
+    s["pass@1_final_vs_M1"]["low"] = -0.5  # +4.5 on average, but not surely above M1
+    assert dict(report.target_rows(s))["pass@1 after self-rewarding >= M1 + 3, interval above 0"].startswith(
+        "NOT met: 64.5 vs 60.0 (+4.5); difference +4.5, 95% CI [-0.5,")
     assert rows["Best-of-8 >= pass@1 + 10"].endswith("greedy 64.5); difference +15.0, 95% CI [+12.0, +18.0]")
     assert rows["beam >= Best-of-N at equal candidate steps"] == (
         "met: beam 76.0% (3220 steps) vs Best-of-8 76.0% (3200 steps); difference +0.0, 95% CI [-3.0, +3.0]")
@@ -106,3 +110,48 @@ def test_time_goes_to_kinds_of_stage_summed_over_iterations_slowest_first() -> N
     assert lines[2].split() == ["search", "2.5", "min", "33%"]
     assert lines[3].split() == ["others", "1.1", "min", "14%"]
     assert report.time_lines({}) == []
+
+
+def _psrlm_stages() -> dict:
+    def pass_at_1(value, points=None):
+        m = {"pass@1": value, "problems": 400}
+        if points is not None:
+            m["vs_baseline"] = {"points": points, "low": points - 3, "high": points + 3, "level": 0.95,
+                                "problems": 400, "baseline": "iter_0/policy_eval"}
+        return m
+
+    def self_judge(acc):
+        return {"self_judge_accuracy": acc, "self_judge_accuracy_interval": [acc - 4, acc + 4], "pairs": 200,
+                "position_consistency": 90.0, "pair_accuracy": acc - 5}
+
+    return {"iter_0/data": {}, "iter_0/policy_sft": {"loss_last": 0.1}, "iter_0/policy_eval": pass_at_1(80.0),
+            "iter_0/self_judge_eval": self_judge(90.0),
+            "iter_1/search": {"problems": 128, "pairs": 300, "rollbacks": 12, "finished": 128},
+            "iter_1/step_dpo": {}, "iter_1/policy_eval": pass_at_1(81.0, 1.0),
+            "iter_1/self_judge_eval": self_judge(91.0),
+            "iter_2/search": {"problems": 256, "pairs": 610, "rollbacks": 20, "finished": 256},
+            "iter_2/step_dpo": {}, "iter_2/policy_eval": pass_at_1(79.5, -0.5),
+            "iter_2/self_judge_eval": self_judge(88.0)}
+
+
+def test_psrlm_iterations_are_tabled_per_model_and_checked_against_their_targets() -> None:
+    iterations = report.iteration_rows(_psrlm_stages())
+    assert list(iterations) == ["0", "1", "2"]
+    assert iterations["2"]["step_pairs"] == 610 and iterations["2"]["rollbacks"] == 20
+    assert iterations["1"]["self_judge_accuracy"] == 91.0 and iterations["0"]["self_judge_pairs"] == 200
+    summary = {"iterations": iterations, "self_judge_accuracy_per_iteration": {"0": 90.0, "1": 91.0, "2": 88.0},
+               "pass@1_per_iteration": {"0": 80.0, "1": 81.0, "2": 79.5}, "pass@1_M1": 80.0, "pass@1_final": 79.5}
+    lines = dict(report.iteration_table_rows(summary))
+    assert lines["M1 (SFT)"] == ("pass@1 80.0%; self-judge 90.0% [86.0, 94.0] on 200 own pairs, "
+                                 "position-consistent 90.0%")
+    assert lines["M3"].startswith("pass@1 79.5% (-0.5 vs M1, CI [-3.5, +2.5]); self-judge 88.0%")
+    assert lines["M3"].endswith("from 610 step pairs of 256 searched problems (20 rollbacks)")
+    targets = dict(report.target_rows(summary))
+    assert targets["self-judge pairwise accuracy on its own candidates at M1 >= 85%"] == "met: 90.0%"
+    assert targets["self-judge accuracy at the last model >= at M1"] == "NOT met: M3 88.0% vs M1 90.0%"
+    assert targets["no iteration loses more than 1 point of pass@1"] == "NOT met: 80.0 -> 81.0 -> 79.5"
+
+
+def test_a_run_without_iterations_has_no_iteration_table() -> None:
+    assert report.iteration_rows({"iter_0/judge_sft": {}, "iter_0/judge_eval_sft": {"sft_f1": 90.0}}) == {}
+    assert report.iteration_rows({"iter_0/policy_eval": {"pass@1": 80.0}}) == {}

@@ -41,6 +41,14 @@ def test_psrlm_searches_problems_m1_never_trained_on(tmp_path):
     assert {e.split("/")[1] for e in eft} <= m1
 
 
+def test_linear_growth_searches_k_times_the_problems_in_iteration_k(tmp_path):
+    run = _run(tmp_path, mode="psrlm", problems_growth="linear", problems_per_iteration=4)
+    train = _ids(data.problems(run, "train"))
+    # PSRLM's 400 / 800 / 1,200 schedule, scaled: 4 / 8 / 12, each slice new.
+    assert [_ids(iteration_problems(run, k)) for k in (1, 2, 3)] == [train[0:4], train[4:12], train[12:24]]
+    assert _ids(search_pool(run)) == train[:24] and _ids(m1_problems(run)) == train[24:]
+
+
 def test_a_smaller_pool_is_cycled_and_zero_keeps_every_problem_for_m1(tmp_path):
     run = _run(tmp_path, mode="psrlm", search_pool_problems=9)
     train = _ids(data.problems(run, "train"))

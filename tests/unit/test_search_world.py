@@ -209,8 +209,10 @@ class OracleJudge:
                             {
                                 "problem_id": a["problem_id"],
                                 "prefix_id": prefix_id,
-                                "candidate_a": x["candidate_id"],
-                                "candidate_b": y["candidate_id"],
+                                # As the real judge writes them: the pair (a, b) in both
+                                # rows, `order` says which of them sat in slot A.
+                                "candidate_a": a["candidate_id"],
+                                "candidate_b": b["candidate_id"],
                                 "order": order,
                                 "judgment": "[[A]]" if winner is x else "[[B]]",
                                 "winner": winner["candidate_id"],
