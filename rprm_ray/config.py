@@ -389,6 +389,9 @@ class LoopConfig(_Strict):
     problems_growth: Literal["constant", "linear"] = "constant"
     max_steps_per_solution: int = Field(20, ge=1)  # PSRLM's cap (also bounds rollbacks)
     rollback_on_tie: bool = True
+    # psrlm: who judges the search's candidate pairs. self: the current model (PSRLM); frozen_m1:
+    # M1 throughout, a control that shows what the judge's own improvement adds.
+    pairwise_judge: Literal["self", "frozen_m1"] = "self"
     # Guided mode: a step pair needs best score - worst score >= this. 0 pairs any difference (the
     # papers); the tiny judge's P(Yes) is nearly binary, so a gap of 0.00001 is two accepted steps.
     step_pair_min_margin: float = Field(0.0, ge=0.0, le=1.0)
@@ -509,6 +512,9 @@ class Recipe(_Strict):
         if self.models.teacher.kind == "openai" and self.models.prompt_style == "compact":
             raise ValueError("models.teacher.kind 'openai' writes a critique in one call; the compact judge is shown "
                              "the step after its own first line: use 'programmatic' or 'vllm'")
+        if self.loop.pairwise_judge != "self" and self.loop.mode != "psrlm":
+            raise ValueError(f"loop.pairwise_judge '{self.loop.pairwise_judge}' is a psrlm control; mode "
+                             f"'{self.loop.mode}' judges with its R-PRM judge")
         pool = self.search_pool_problems
         largest = self.loop.problems_in_iteration(max(1, self.loop.iterations))
         if pool and pool < largest:

@@ -225,7 +225,8 @@ def self_reward_search_stage(run: Run, iteration: int) -> StageResult:
     else:
         from rprm_ray.search.self_judged import self_judged_search
 
-        results, step_pairs = self_judged_search(problems, generator, run.roles.judge(policy_dir), cfg, style,
+        judge = run.roles.judge(pairwise_judge_dir(run))
+        results, step_pairs = self_judged_search(problems, generator, judge, cfg, style,
                                                  rollback_on_tie=r.loop.rollback_on_tie, trace=trace,
                                                  chunk_map=run.chunk_map("search"))
     finished = sum(bool(f) for f in results.column("finished").to_pylist())
@@ -237,6 +238,11 @@ def self_reward_search_stage(run: Run, iteration: int) -> StageResult:
         tables={"search_results": (results, "search_results"), "pairs": (step_pairs, "preference_pairs"),
                 "search_trace": (batches.from_rows(trace, "search_trace"), "search_trace")},
     )
+
+
+def pairwise_judge_dir(run: Run) -> str:
+    """psrlm's pairwise judge: the current policy (loop.pairwise_judge self), or M1 (frozen_m1)."""
+    return run.state["m1_dir" if run.recipe.loop.pairwise_judge == "frozen_m1" else "policy_dir"]
 
 
 def step_dpo_stage(run: Run, iteration: int) -> StageResult:

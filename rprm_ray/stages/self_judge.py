@@ -4,13 +4,14 @@ judge, names the right step of a pair of its own candidate steps (`evaluation.se
 The candidates are sampled as the search samples them (generator.sampling, w per prefix) at the
 prefixes of the policy's greedy solutions of held-out problems; the world's step labeler marks
 which candidate is right for this figure only, and only pairs with exactly one right step count.
-The same policy weights generate and judge, as in the search."""
+The same policy weights generate and judge, as in the search (with loop.pairwise_judge
+frozen_m1, M1 judges the current policy's candidates)."""
 
 from __future__ import annotations
 
 from rprm_ray.evaluation.self_judge import measure_self_judge
 from rprm_ray.loop import Run, StageResult
-from rprm_ray.stages.policy import eval_problems, solution_sampling
+from rprm_ray.stages.policy import eval_problems, pairwise_judge_dir, solution_sampling
 
 
 def measures_self_judge(run: Run) -> bool:
@@ -25,7 +26,7 @@ def self_judge_eval_stage(run: Run, model_dir: str) -> StageResult:
     if r.evaluation.self_judge_problems:
         problems = problems.slice(0, r.evaluation.self_judge_problems)
     generator = run.roles.generator(model_dir)
-    judge = run.roles.judge(model_dir)
+    judge = run.roles.judge(pairwise_judge_dir(run))  # the model that judges the search's pairs
     acc, judgments, counts = measure_self_judge(
         generator, judge, run.task.style, problems, run.task.step_is_right, r.generator.candidates_per_step,
         r.generator.sampling, solution_sampling(run, 0.0))

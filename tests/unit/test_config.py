@@ -74,6 +74,7 @@ def test_overrides_parse_yaml_values(tmp_path):
          "largest iteration (1024"),
         (["loop.mode=psrlm", "task.train_problems=1024"], "(recipe)",
          "loop.search_pool_problems: 1024 training problems held back"),
+        (["loop.pairwise_judge=frozen_m1"], "(recipe)", "loop.pairwise_judge 'frozen_m1' is a psrlm control"),
         (["loop.search_pool_problems=-1"], "loop.search_pool_problems", "greater than or equal to 0"),
     ],
 )

@@ -52,7 +52,8 @@ def _run(tmp_path, judge, *overrides):
     recipe = load_recipe(ROOT / "recipes" / "tiny_arith.yaml",
                          [f"run_root={tmp_path}", "loop.mode=psrlm", "generator.candidates_per_step=4", *overrides])
     run = Run.open(recipe, roles=Roles(RightGreedy(gen.problems), judge(gen.problems)))
-    run.stage(DATA, lambda: StageResult(tables={"problems_eval": (table, "problems")}))
+    run.stage(DATA, lambda: StageResult(tables={"problems_eval": (table, "problems")},
+                                        state={"policy_dir": "m1", "m1_dir": "m1"}))
     return run
 
 
@@ -80,3 +81,14 @@ def test_only_psrlm_on_a_labelled_world_gets_the_stage(tmp_path) -> None:
     assert not measures_self_judge(_run(tmp_path / "off", OracleJudge, "evaluation.self_judge_problems=0"))
     recipe = load_recipe(ROOT / "recipes" / "tiny_arith.yaml", [f"run_root={tmp_path / 'g'}"])
     assert not measures_self_judge(Run.open(recipe))
+
+
+def test_a_frozen_m1_judge_judges_every_iteration(tmp_path) -> None:
+    from rprm_ray.stages.policy import pairwise_judge_dir
+
+    run = _run(tmp_path / "self", OracleJudge)
+    run.state.update({"m1_dir": "m1", "policy_dir": "m3"})
+    assert pairwise_judge_dir(run) == "m3"
+    frozen = _run(tmp_path / "frozen", OracleJudge, "loop.pairwise_judge=frozen_m1")
+    frozen.state.update({"m1_dir": "m1", "policy_dir": "m3"})
+    assert pairwise_judge_dir(frozen) == "m1"
