@@ -1,8 +1,9 @@
 """Which stages a recipe's mode runs, in order. Each line is one resumable stage.
 
 - rprm:    R-PRM judge training only (teacher seed -> SFT -> own critiques -> DPO), F1 per phase.
-- guided:  the design card's shape: the R-PRM judge above, then self-rewarding iterations in which
-           the judge scores the policy's candidate steps and the policy learns by step-wise DPO.
+- guided:  the design card's shape: the R-PRM judge above (its F1 also on M1's own sampled
+           mistakes, arith), then self-rewarding iterations in which the judge scores the policy's
+           candidate steps and the policy learns by step-wise DPO.
 - psrlm:   one model is policy and pairwise judge (M1 = SFT on solutions + pairwise judgments);
            each iteration it searches, judges itself, and learns from its (best, worst) steps;
            after each, its pairwise accuracy on its own held-out candidates (arith).
@@ -11,7 +12,7 @@
 from __future__ import annotations
 
 from rprm_ray.loop import Run
-from rprm_ray.stages import final, judge, policy
+from rprm_ray.stages import final, judge, own_mistakes, policy
 from rprm_ray.stages.data import DATA, data_stage
 from rprm_ray.stages.self_judge import measures_self_judge, self_judge_eval_stage
 
@@ -24,6 +25,8 @@ def run_pipeline(run: Run) -> None:
         run.stage("iter_0/policy_sft", lambda: policy.policy_sft_stage(run))
         run.stage("iter_0/policy_eval", lambda: policy.pass_at_1_stage(run, run.state["policy_dir"]))
     self_judge = measures_self_judge(run)
+    if own_mistakes.measures_own_mistakes(run):  # the judge's F1 on M1's own mistakes, beside injected ones
+        run.stage(own_mistakes.STAGE, lambda: own_mistakes.own_solutions_stage(run))
     if self_judge:
         run.stage("iter_0/self_judge_eval", lambda: self_judge_eval_stage(run, run.state["policy_dir"]))
     if mode in ("guided", "rprm"):

@@ -45,7 +45,14 @@ def collect(manifest: Manifest) -> dict[str, Any]:
         if m:
             judge[phase] = {"f1": m[f"{phase}_f1"], "error_acc": m[f"{phase}_error_acc"],
                             "correct_acc": m[f"{phase}_correct_acc"],
-                            "f1_at_k": {k.rsplit("_k", 1)[1]: v for k, v in m.items() if "_f1_at_k" in k}}
+                            "f1_at_k": {k.rsplit("_k", 1)[1]: v for k, v in m.items()
+                                        if k.startswith(f"{phase}_f1_at_k")}}
+            if f"{phase}_own_f1" in m:  # the policy's own mistakes (stages/own_mistakes.py)
+                judge[phase].update({
+                    "own_f1": m[f"{phase}_own_f1"], "own_error_acc": m[f"{phase}_own_error_acc"],
+                    "own_correct_acc": m[f"{phase}_own_correct_acc"],
+                    "own_f1_at_k": {k.rsplit("_k", 1)[1]: v for k, v in m.items()
+                                    if k.startswith(f"{phase}_own_f1_at_k")}})
     if judge:
         out["judge"] = judge
     bon = stages.get("final/best_of_n")
@@ -150,6 +157,8 @@ def make_plots(summary: dict[str, Any], out_dir: Path) -> list[Path]:
         made.append(plots.plot_judge_f1_per_phase(list(judge), [judge[p]["f1"] for p in judge],
                                                   out_dir / "judge_f1_per_phase.png"))
         curves = {p: judge[p]["f1_at_k"] for p in judge if judge[p]["f1_at_k"]}
+        curves.update({f"{p}, M1's own mistakes": judge[p]["own_f1_at_k"] for p in judge
+                       if judge[p].get("own_f1_at_k")})
         if curves:
             ks = sorted({int(k) for c in curves.values() for k in c})
             made.append(plots.plot_f1_vs_k(ks, {p: [c[str(k)] for k in ks] for p, c in curves.items()},
@@ -202,6 +211,14 @@ def target_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     if last and {"1", "8"} <= set(last["f1_at_k"]):
         k1, k8 = last["f1_at_k"]["1"], last["f1_at_k"]["8"]
         check("judge F1 at K=8 >= at K=1", k8 >= k1, f"{k8:.1f} vs {k1:.1f}")
+    if sft and dpo and "own_f1" in sft and "own_f1" in dpo:
+        check("judge F1 on the policy's own mistakes: after DPO > after SFT", dpo["own_f1"] > sft["own_f1"],
+              f"{dpo['own_f1']:.1f} vs {sft['own_f1']:.1f}")
+    if last and last.get("own_f1") is not None:
+        curve = last.get("own_f1_at_k", {})
+        if "8" in curve:
+            check("judge F1 on the policy's own mistakes: K=8 sampled > greedy K=1", curve["8"] > last["own_f1"],
+                  f"{curve['8']:.1f} vs {last['own_f1']:.1f}")
     if "pass@1_M1" in summary and len(summary.get("pass@1_per_iteration", {})) > 1:
         gain = summary["pass@1_final"] - summary["pass@1_M1"]
         diff = summary.get("pass@1_final_vs_M1")
@@ -269,8 +286,14 @@ def headline_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append((f"judge first-error F1 after {phase.upper()} (K=1 greedy)",
                      f"{j['f1']:.1f} (error_acc {j['error_acc']:.1f}, correct_acc {j['correct_acc']:.1f})"))
         if j["f1_at_k"]:
-            rows.append((f"judge F1 vs K after {phase.upper()} (sampled)",
-                         ", ".join(f"K={k}: {v:.1f}" for k, v in sorted(j["f1_at_k"].items(), key=lambda kv: int(kv[0])))))
+            rows.append((f"judge F1 vs K after {phase.upper()} (sampled)", _curve(j["f1_at_k"])))
+        if "own_f1" in j:
+            rows.append((f"judge F1 on M1's own mistakes after {phase.upper()} (K=1 greedy)",
+                         f"{j['own_f1']:.1f} (error_acc {j['own_error_acc']:.1f}, "
+                         f"correct_acc {j['own_correct_acc']:.1f})"))
+            if j["own_f1_at_k"]:
+                rows.append((f"judge F1 vs K on M1's own mistakes after {phase.upper()} (sampled)",
+                             _curve(j["own_f1_at_k"])))
     bon = summary.get("best_of_n")
     if bon:
         n = max(int(k) for k in bon["bon_min"])
@@ -285,6 +308,10 @@ def headline_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append((f"beam search (N={beam['beams']}, M={beam['beam_width']})",
                      f"{beam['beam_accuracy']:.1f}% ({beam['candidate_steps']} candidate steps)"))
     return rows
+
+
+def _curve(f1_at_k: dict[str, float]) -> str:
+    return ", ".join(f"K={k}: {v:.1f}" for k, v in sorted(f1_at_k.items(), key=lambda kv: int(kv[0])))
 
 
 def _output(manifest: Manifest, key: str, name: str, kind: str) -> Any:

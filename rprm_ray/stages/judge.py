@@ -243,10 +243,27 @@ def eval_steps(run: Run) -> pa.Table:
 def judge_f1_stage(run: Run, model_dir: str, phase: str, k_curve: bool = True) -> StageResult:
     """Greedy K=1 F1 (the headline number), plus (k_curve) F1 vs K from K sampled critiques per
     step (at evaluation.critique_temperature): the first K samples of one draw of max(K) give every
-    point of the curve."""
-    r = run.recipe
-    steps = eval_steps(run)
+    point of the curve. On the injected-error set (`{phase}_f1`, ...) and, where the run built it,
+    on the policy's own mistakes (`{phase}_own_f1`, ...: stages/own_mistakes.py)."""
+    from rprm_ray.stages.own_mistakes import own_steps
+
+    sets = {"": eval_steps(run)}
+    own = own_steps(run)
+    if own is not None:
+        sets["_own"] = own
     judge = run.roles.judge(model_dir)
+    metrics: dict = {}
+    tables: dict = {}
+    for suffix, steps in sets.items():
+        m, t = _f1_on(run, judge, steps, f"{phase}{suffix}", suffix, k_curve)
+        metrics.update(m)
+        tables.update(t)
+    return StageResult(metrics=metrics, tables=tables)
+
+
+def _f1_on(run: Run, judge, steps: pa.Table, prefix: str, suffix: str, k_curve: bool) -> tuple[dict, dict]:
+    """One evaluation set's figures (metric names `prefix`_...) and tables (names ..._`suffix`)."""
+    r = run.recipe
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=r.judge.sampling.max_new_tokens, seed=r.seed)
     scored = {"critiques": "critiques", "step_scores": "step_scores"}
 
@@ -254,24 +271,25 @@ def judge_f1_stage(run: Run, model_dir: str, phase: str, k_curve: bool = True) -
         critiques, step_scores = judge.score_steps(chunk, k=1, sampling=greedy)
         return {"critiques": critiques, "step_scores": step_scores}
 
-    out = run.map_chunks("greedy", steps, r.judge.steps_per_chunk, greedy_chunk, scored)
+    out = run.map_chunks(f"greedy{suffix}", steps, r.judge.steps_per_chunk, greedy_chunk, scored)
     critiques, step_scores = out["critiques"], out["step_scores"]
-    metrics = {f"{phase}_{k}": v for k, v in first_error_f1(steps, step_scores, r.evaluation.threshold).items()}
-    metrics[f"{phase}_invalid_critiques"] = int(critiques.num_rows - pc.sum(critiques.column("valid")).as_py())
-    tables = {"critiques_greedy": (critiques, "critiques"), "step_scores_greedy": (step_scores, "step_scores")}
+    metrics = {f"{prefix}_{k}": v for k, v in first_error_f1(steps, step_scores, r.evaluation.threshold).items()}
+    metrics[f"{prefix}_invalid_critiques"] = int(critiques.num_rows - pc.sum(critiques.column("valid")).as_py())
+    tables = {f"critiques_greedy{suffix}": (critiques, "critiques"),
+              f"step_scores_greedy{suffix}": (step_scores, "step_scores")}
     ks = sorted(set(r.evaluation.critiques_per_step))
     if ks and k_curve:
         sampled = SamplingConfig(temperature=r.evaluation.critique_temperature, top_p=1.0,
                                  max_new_tokens=r.judge.sampling.max_new_tokens, seed=r.seed)
-        many = run.map_chunks("sampled", steps, r.judge.steps_per_chunk,
+        many = run.map_chunks(f"sampled{suffix}", steps, r.judge.steps_per_chunk,
                               lambda chunk: {"critiques": judge.score_steps(chunk, k=max(ks), sampling=sampled)[0]},
                               {"critiques": "critiques"})["critiques"]
-        tables["critiques_sampled"] = (many, "critiques")
+        tables[f"critiques_sampled{suffix}"] = (many, "critiques")
         for k in ks:
             subset = many.filter(pc.less(many.column("sample_idx"), k))
             f1 = first_error_f1(steps, step_score_rows(subset, r.judge.score), r.evaluation.threshold)
-            metrics[f"{phase}_f1_at_k{k}"] = f1["f1"]
-    return StageResult(metrics=metrics, tables=tables)
+            metrics[f"{prefix}_f1_at_k{k}"] = f1["f1"]
+    return metrics, tables
 
 
 # ---- DPO on the judge's own critiques (A5) ------------------------------------------------

@@ -24,7 +24,7 @@ POLICY_STAGES = ["iter_0/data", "iter_0/policy_sft", "iter_0/policy_eval"]
 JUDGE_STAGES = ["iter_0/judge_seed", "iter_0/judge_sft", "iter_0/judge_eval_sft", "iter_0/judge_samples",
                 "iter_0/judge_dpo", "iter_0/judge_eval_dpo"]
 LOOP_STAGES = ["iter_1/search", "iter_1/step_dpo", "iter_1/policy_eval"]
-GUIDED = [*POLICY_STAGES, *JUDGE_STAGES, *LOOP_STAGES, "final/best_of_n", "final/beam"]
+GUIDED = [*POLICY_STAGES, "iter_0/own_solutions", *JUDGE_STAGES, *LOOP_STAGES, "final/best_of_n", "final/beam"]
 PSRLM = [*POLICY_STAGES, "iter_0/self_judge_eval", *LOOP_STAGES, "iter_1/self_judge_eval"]
 
 
@@ -71,6 +71,11 @@ def test_guided_runs_every_stage_and_reports(micro_runs):
     assert judge.keys() == {"sft", "dpo"}
     assert all(percent(judge[p]["f1"]) for p in judge)
     assert judge["dpo"]["f1_at_k"].keys() == {"1", "2"}  # the K curve, for the final judge only
+    # Beside the injected errors, the judge was scored on M1's own sampled solutions (labelled by
+    # the world for evaluation only), greedy after each phase and with the K curve after DPO.
+    own = m["stages"]["iter_0/own_solutions"]
+    assert own["own_solutions"] == 8 and own["own_steps"] >= 8
+    assert all(percent(judge[p]["own_f1"]) for p in judge) and judge["dpo"]["own_f1_at_k"].keys() == {"1", "2"}
     # The judge learned the verdict line, so its own critiques gave DPO pairs and DPO trained.
     samples = m["stages"]["iter_0/judge_samples"]
     assert samples["pairs"] > 0 and m["stages"]["iter_0/judge_dpo"]["pairs"] == samples["pairs"]

@@ -155,3 +155,31 @@ def test_psrlm_iterations_are_tabled_per_model_and_checked_against_their_targets
 def test_a_run_without_iterations_has_no_iteration_table() -> None:
     assert report.iteration_rows({"iter_0/judge_sft": {}, "iter_0/judge_eval_sft": {"sft_f1": 90.0}}) == {}
     assert report.iteration_rows({"iter_0/policy_eval": {"pass@1": 80.0}}) == {}
+
+
+def test_the_judge_on_the_policys_own_mistakes_is_reported_and_checked() -> None:
+    def phase(name: str, f1: float, own: float, own_k8: float | None = None) -> dict:
+        m = {f"{name}_f1": 95.0, f"{name}_error_acc": 94.0, f"{name}_correct_acc": 96.0,
+             f"{name}_own_f1": own, f"{name}_own_error_acc": own - 5, f"{name}_own_correct_acc": own + 5}
+        if own_k8 is not None:
+            m.update({f"{name}_f1_at_k1": 94.0, f"{name}_f1_at_k8": 95.0,
+                      f"{name}_own_f1_at_k1": own - 1, f"{name}_own_f1_at_k8": own_k8})
+        return m
+
+    stages = {"iter_0/judge_eval_sft": phase("sft", 95.0, 70.0), "iter_0/judge_eval_dpo": phase("dpo", 95.0, 72.5, 75.0)}
+
+    class _Manifest:  # what collect reads of a run's manifest
+        data = {"stages": {k: {"metrics": v} for k, v in stages.items()}}
+
+        def metrics(self):
+            return stages
+
+    summary = report.collect(_Manifest())
+    assert summary["judge"]["dpo"]["f1_at_k"] == {"1": 94.0, "8": 95.0}  # the injected set's curve only
+    assert summary["judge"]["dpo"]["own_f1_at_k"] == {"1": 71.5, "8": 75.0}
+    targets = dict(report.target_rows(summary))
+    assert targets["judge F1 on the policy's own mistakes: after DPO > after SFT"] == "met: 72.5 vs 70.0"
+    assert targets["judge F1 on the policy's own mistakes: K=8 sampled > greedy K=1"] == "met: 75.0 vs 72.5"
+    rows = dict(report.headline_rows(summary))
+    assert rows["judge F1 on M1's own mistakes after SFT (K=1 greedy)"] == "70.0 (error_acc 65.0, correct_acc 75.0)"
+    assert rows["judge F1 vs K on M1's own mistakes after DPO (sampled)"] == "K=1: 71.5, K=8: 75.0"
