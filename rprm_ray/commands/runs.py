@@ -37,7 +37,7 @@ def run_info(run_dir: Path) -> dict[str, Any]:
     """What `runs` shows of one run directory: name, mode, stages done, the last one, when, and
     headline figures (from report.collect)."""
     from rprm_ray.manifest import Manifest
-    from rprm_ray.report import collect
+    from rprm_ray.report import bon_accuracy, collect
 
     manifest = Manifest.load(run_dir)
     stages = manifest.data.get("stages", {})
@@ -53,7 +53,7 @@ def run_info(run_dir: Path) -> dict[str, Any]:
     bon = summary.get("best_of_n")
     if bon:
         n = max(int(k) for k in bon["bon_min"])
-        figures[f"bon@{n}"] = bon[f"bon_{bon['best_aggregation']}"][str(n)]
+        figures[f"bon@{n}"] = bon_accuracy(bon, n)
     if summary.get("beam"):
         figures["beam"] = summary["beam"]["beam_accuracy"]
     return {

@@ -94,6 +94,23 @@ def best_pick_correct(p: BonProblem, how: Aggregation, n: int) -> bool:
     return p.correct[:n][select_best([aggregate(s, how) for s in p.step_scores[:n]])]
 
 
+def cross_fitted_aggregations(problems: Sequence[BonProblem], aggregations: Sequence[Aggregation],
+                              n: int) -> tuple[list[Aggregation], tuple[Aggregation, Aggregation]]:
+    """Which aggregation Best-of-N uses on each problem, never chosen on that problem's own result:
+    the problems fall in two halves by position (even, odd), and each half uses the aggregation
+    that scores best at `n` on the other half (ties: the earlier in `aggregations`). Returns the
+    per-problem aggregation and the one each half uses. The accuracy over all problems with these
+    picks is an honest figure for "Best-of-N with its aggregation chosen on held-out data"."""
+    halves = (problems[0::2], problems[1::2])
+
+    def best_on(half: Sequence[BonProblem]) -> Aggregation:
+        return max(aggregations, key=lambda how: (sum(best_pick_correct(p, how, n) for p in half),
+                                                  -aggregations.index(how)))
+
+    used = (best_on(halves[1]), best_on(halves[0]))  # even problems use the odd half's choice
+    return [used[i % 2] for i in range(len(problems))], used
+
+
 def smallest_n_within_budget(steps_at_n: dict[int, int], budget: int, slack: float = 0.02) -> int | None:
     """The smallest n whose first-n candidates spend at least `budget` generated steps (less
     `slack`: beam search and Best-of-N at equal settings differ by a step or two); None if even the

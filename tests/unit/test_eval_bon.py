@@ -81,3 +81,24 @@ def test_smallest_n_within_budget_allows_two_percent_less():
     assert smallest_n_within_budget(steps, 900) == 4
     assert smallest_n_within_budget(steps, 3260) == 8  # 3200 >= 0.98 * 3260
     assert smallest_n_within_budget(steps, 3300) is None
+
+
+def test_each_half_uses_the_aggregation_that_won_on_the_other_half() -> None:
+    from rprm_ray.evaluation.bon import cross_fitted_aggregations
+
+    # Two candidates per problem: the first right. "last" picks it when its last step scores
+    # higher, "min" when its lowest step does.
+    def problem(i: int, last_wins: bool) -> BonProblem:
+        right, wrong = ([0.2, 0.9], [0.5, 0.6]) if last_wins else ([0.6, 0.7], [0.5, 0.8])
+        return BonProblem(id=f"p{i}", step_scores=[right, wrong], correct=[True, False])
+
+    # Even problems: "last" picks the right answer; odd ones: "min" does.
+    problems = [problem(i, last_wins=i % 2 == 0) for i in range(6)]
+    picks, used = cross_fitted_aggregations(problems, ("min", "last"), 2)
+    # Even problems take the odd half's winner (min) and fail; odd ones take last and fail too: the
+    # honest figure is 0%, where choosing on all problems would report 50% for either one.
+    assert used == ("min", "last") and picks == ["min", "last"] * 3
+    assert not any(best_pick_correct(p, how, 2) for p, how in zip(problems, picks, strict=True))
+    # Ties go to the earlier aggregation.
+    same = [problem(i, last_wins=True) for i in range(4)]
+    assert cross_fitted_aggregations(same, ("min", "last", "mean"), 2)[1] == ("last", "last")

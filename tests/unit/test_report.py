@@ -183,3 +183,17 @@ def test_the_judge_on_the_policys_own_mistakes_is_reported_and_checked() -> None
     rows = dict(report.headline_rows(summary))
     assert rows["judge F1 on M1's own mistakes after SFT (K=1 greedy)"] == "70.0 (error_acc 65.0, correct_acc 75.0)"
     assert rows["judge F1 vs K on M1's own mistakes after DPO (sampled)"] == "K=1: 71.5, K=8: 75.0"
+
+
+def test_best_of_n_figures_use_the_aggregation_chosen_on_the_other_half() -> None:
+    s = summary()
+    s["best_of_n"].update({"bon_validated": {"1": 50.0, "4": 69.0, "8": 74.0}, "aggregation_by_half": ["min", "prod"]})
+    targets = dict(report.target_rows(s))
+    assert targets["Best-of-8 >= pass@1 + 10"].startswith("met: 74.0 vs pass@1 61.0")
+    assert targets["beam >= Best-of-N at equal candidate steps"] == (
+        "met: beam 80.0% (900 steps) vs Best-of-4 69.0% (1600 steps)")
+    rows = dict(report.headline_rows(s))
+    assert rows["Best-of-8 (min / prod per half, each chosen on the other half)"].startswith(
+        "74.0% (best here: min 76.0%,")
+    assert report.budget_series(s)["Best-of-N (min / prod per half, each chosen on the other half)"][1] == [
+        50.0, 69.0, 74.0]
