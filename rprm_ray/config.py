@@ -378,6 +378,14 @@ class BootstrapConfig(_Strict):
     # length, so packing saves compute there; the policy's short rows gain nothing from it.
     judge_pack_sequences: bool | None = None
     pairwise_judge_examples: int = Field(4000, ge=0)  # PSRLM EFT-style examples mixed into M1
+    # The judge's DPO (R-PRM A5) samples critiques on solutions of this many training problems kept
+    # out of its SFT; null: loop.problems_per_iteration.
+    judge_dpo_problems: int | None = Field(None, ge=1)
+    # Whose solutions: labeled (the task's labeled solutions) | own (M1's sampled solutions, labelled
+    # by the world's step labeler, as R-PRM samples on real model outputs: guided mode, arith);
+    # null: own where possible.
+    judge_dpo_solutions: Literal["labeled", "own"] | None = None
+    judge_dpo_temperature: float = Field(1.0, gt=0.0)  # the judge's sampled critiques for its DPO pairs
 
 
 class LoopConfig(_Strict):
@@ -512,6 +520,9 @@ class Recipe(_Strict):
         if self.models.teacher.kind == "openai" and self.models.prompt_style == "compact":
             raise ValueError("models.teacher.kind 'openai' writes a critique in one call; the compact judge is shown "
                              "the step after its own first line: use 'programmatic' or 'vllm'")
+        if self.bootstrap.judge_dpo_solutions == "own" and (self.loop.mode != "guided" or self.task.kind != "arith"):
+            raise ValueError("bootstrap.judge_dpo_solutions 'own' needs a policy (loop.mode guided) and a world "
+                             "that labels any step (task.kind arith)")
         if self.loop.pairwise_judge != "self" and self.loop.mode != "psrlm":
             raise ValueError(f"loop.pairwise_judge '{self.loop.pairwise_judge}' is a psrlm control; mode "
                              f"'{self.loop.mode}' judges with its R-PRM judge")
@@ -540,6 +551,14 @@ class Recipe(_Strict):
         if explicit is not None:
             return explicit
         return self.loop.problems_searched_before(self.loop.iterations + 1) if self.loop.mode == "psrlm" else 0
+
+    @property
+    def judge_dpo_on_own_solutions(self) -> bool:
+        """bootstrap.judge_dpo_solutions, resolved (null: own in guided mode on arith)."""
+        explicit = self.bootstrap.judge_dpo_solutions
+        if explicit is not None:
+            return explicit == "own"
+        return self.loop.mode == "guided" and self.task.kind == "arith"
 
     @property
     def distinct_judge_prompts(self) -> bool:

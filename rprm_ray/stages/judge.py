@@ -17,7 +17,7 @@ from rprm_ray.loop import Run, StageResult
 from rprm_ray.prompts import get_style
 from rprm_ray.stages import data
 from rprm_ray.stages.policy import iteration_problem_ids
-from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, train_dpo
+from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft
 
 # ---- seed data ----------------------------------------------------------------------------
 
@@ -109,7 +109,8 @@ def _searched_questions(run: Run) -> set[str]:
 
 def judge_dpo_problem_ids(run: Run) -> list[str]:
     """The labeled problems the judge's DPO samples come from, kept out of its SFT data: the
-    `loop.problems_per_iteration` training problems after those the iterations search. Where the
+    `bootstrap.judge_dpo_problems` (null: `loop.problems_per_iteration`) training problems after
+    those the iterations search. Where the
     labeled steps carry ids of their own (real data), the same number of labeled questions whose
     question no iteration searches, with every solution of each.
 
@@ -117,7 +118,7 @@ def judge_dpo_problem_ids(run: Run) -> list[str]:
     temperature 1 (measured: 6 critique pairs from 2,048 steps x 4 samples); on unseen problems it
     disagrees with the label where its own computation fails (402 pairs from 1,766 steps, 12 after
     the 1:1 Yes/No balance)."""
-    n = run.recipe.loop.problems_per_iteration
+    n = run.recipe.bootstrap.judge_dpo_problems or run.recipe.loop.problems_per_iteration
     if _shares_problem_ids(run):
         searched = set(iteration_problem_ids(run))
         rest = [p for p in data.problems(run, "train").column("problem_id").to_pylist() if p not in searched]
@@ -194,6 +195,9 @@ def judge_init(run: Run) -> Path:
     return tiny.with_verdict_token(policy_dir, run.recipe.model_cache)
 
 
+JUDGE_DPO_FIELDS = {"judge_dpo_problems", "judge_dpo_solutions", "judge_dpo_temperature"}
+
+
 def judge_sft_stage(run: Run) -> StageResult:
     r = run.recipe
     table = run.table("iter_0/judge_seed", "judge_sft", "sft_examples")
@@ -201,9 +205,10 @@ def judge_sft_stage(run: Run) -> StageResult:
     trainer = judge_sft_trainer(r)
     # The teacher's url is where it answered, not what it is (a launched teacher on port 0 gets a
     # new port every run); its answers are in the table's fingerprint anyway.
+    # The DPO's settings are not the SFT's (which problems it keeps out is in the data's fingerprint).
     key = cache_key("judge-sft", r.task.model_dump(mode="json"), r.models.judge.model_dump(mode="json"),
                     r.models.teacher.model_dump(mode="json", exclude={"url"}), trainer.model_dump(mode="json"),
-                    r.bootstrap.model_dump(mode="json"), r.pairs.seed, str(init), r.seed,
+                    r.bootstrap.model_dump(mode="json", exclude=JUDGE_DPO_FIELDS), r.pairs.seed, str(init), r.seed,
                     *(["J:"] if r.distinct_judge_prompts else []))  # judge prompts' marker, when not Q:
     out, metrics = cached_sft(run, key, init, table, r.bootstrap.judge_sft_steps, "judge-sft", trainer)
     return StageResult(metrics=metrics, state={"judge_dir": str(out), "judge_sft_dir": str(out)})
@@ -297,15 +302,22 @@ def _f1_on(run: Run, judge, steps: pa.Table, prefix: str, suffix: str, k_curve: 
 
 def judge_samples_stage(run: Run) -> StageResult:
     """The SFT judge samples K critiques for the labeled steps of the problems held out of its SFT
-    data; agreeing with the label = chosen, disagreeing = rejected (built next by the PairBuilder)."""
+    data; agreeing with the label = chosen, disagreeing = rejected (built next by the PairBuilder).
+    With `bootstrap.judge_dpo_solutions` own, the steps are M1's sampled solutions of those problems,
+    labelled by the world: the mistakes the judge meets in a search, where it errs more often."""
     r = run.recipe
+    own_counts: dict = {}
+    if r.judge_dpo_on_own_solutions:
+        steps, own_counts = own_solution_steps(run)
+    else:
+        steps = judge_dpo_steps(run)
     steps = run.require_rows(
-        judge_dpo_steps(run), "no labeled training steps left for the judge's DPO samples (every labeled "
+        steps, "no labeled training steps left for the judge's DPO samples (every labeled "
         "problem is searched by an iteration or used by the judge's SFT): add labeled solutions "
         "(task.dataset.train_labeled_solutions) or lower loop.problems_per_iteration")
     judge = run.roles.judge(run.state["judge_sft_dir"])
-    sampled = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=r.judge.sampling.max_new_tokens,
-                             seed=r.seed + 1)
+    sampled = SamplingConfig(temperature=r.bootstrap.judge_dpo_temperature, top_p=1.0,
+                             max_new_tokens=r.judge.sampling.max_new_tokens, seed=r.seed + 1)
     k = max(2, r.judge.critiques_per_step, 4)
     critiques = run.map_chunks("samples", steps, r.judge.steps_per_chunk,
                                lambda chunk: {"critiques": judge.score_steps(chunk, k=k, sampling=sampled)[0]},
@@ -313,20 +325,21 @@ def judge_samples_stage(run: Run) -> StageResult:
     built = run.roles.pair_builder().critique_pairs.remote(critiques)
     [critique_pairs] = waits.wait_each([built], waits.ray_wait, timeout_s=r.pairs.call_timeout_s, role="PairBuilder",
                                        names=[run.roles.name("pair-builder")], doing="building critique pairs")
+    agree = pc.equal(critiques.column("verdict"), pc.if_else(critiques.column("label"), "Yes", "No"))
     return StageResult(
-        metrics={"steps": steps.num_rows, "critiques": critiques.num_rows, "pairs": critique_pairs.num_rows},
-        tables={"critiques": (critiques, "critiques"), "pairs": (critique_pairs, "preference_pairs")},
+        metrics={"steps": steps.num_rows, "critiques": critiques.num_rows, "pairs": critique_pairs.num_rows,
+                 "critiques_agreeing_with_label": int(pc.sum(pc.fill_null(agree, False)).as_py() or 0),
+                 "temperature": sampled.temperature, **own_counts},
+        tables={"critiques": (critiques, "critiques"), "pairs": (critique_pairs, "preference_pairs"),
+                "steps": (steps, "labeled_steps")},
     )
 
 
-def judge_dpo_stage(run: Run) -> StageResult:
-    pairs_table = run.require_rows(
-        run.table("iter_0/judge_samples", "pairs", "preference_pairs"),
-        "no critique pairs to train on (the SFT judge's sampled critiques never both agreed and disagreed "
-        "with a step's label, see iter_0/judge_samples): sample more critiques (judge.critiques_per_step) "
-        "or more steps (loop.problems_per_iteration)")
-    out_dir = run.model_dir("iter_0/judge_dpo")
-    metrics, with_ref = train_dpo(run, Path(run.state["judge_sft_dir"]), pairs_table, out_dir, "judge-dpo")
-    return StageResult(metrics={**metrics, "pairs": pairs_table.num_rows},
-                       tables={"pairs_with_reference": (with_ref, "preference_pairs")},
-                       state={"judge_dir": str(out_dir), "judge_dpo_dir": str(out_dir)})
+def own_solution_steps(run: Run) -> tuple[pa.Table, dict]:
+    """M1's sampled solutions of the judge-DPO problems, labelled step by step by the world."""
+    from rprm_ray.stages.own_mistakes import sample_own_steps
+
+    train = data.problems(run, "train")
+    problems = train.filter(pc.is_in(train.column("problem_id"), pa.array(judge_dpo_problem_ids(run), pa.string())))
+    _, steps, counts = sample_own_steps(run, problems, "own_solutions", seed_offset=2)
+    return steps, counts

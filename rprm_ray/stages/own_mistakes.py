@@ -19,19 +19,26 @@ def measures_own_mistakes(run: Run) -> bool:
 
 
 def own_solutions_stage(run: Run) -> StageResult:
+    solutions, steps, counts = sample_own_steps(run, eval_problems(run), "solutions", seed_offset=1)
+    run.require_rows(steps, "M1's sampled solutions of the held-out problems have no step to judge")
+    return StageResult(metrics={**counts, "own_steps": steps.num_rows,
+                                "temperature": run.recipe.generator.sampling.temperature},
+                       tables={"solutions": (solutions, "solutions"), "steps": (steps, "labeled_steps")})
+
+
+def sample_own_steps(run: Run, problems: pa.Table, name: str, seed_offset: int) -> tuple[pa.Table, pa.Table, dict]:
+    """M1 samples one solution per problem at the search's temperature (the mistakes a judge
+    meets when it scores the policy's candidates), persisted per chunk under `name`; the world's
+    labeler marks its steps. Returns the graded solutions, their `labeled_steps` and counts."""
     r = run.recipe
-    problems = eval_problems(run)
     generator = run.roles.generator(run.state["m1_dir"])
-    # The search's temperature: the mistakes a judge meets when it scores the policy's candidates.
-    sampling = solution_sampling(run, r.generator.sampling.temperature, seed_offset=1)
+    sampling = solution_sampling(run, r.generator.sampling.temperature, seed_offset=seed_offset)
     solutions = run.map_chunks(
-        "solutions", problems, r.generator.problems_per_chunk,
+        name, problems, r.generator.problems_per_chunk,
         lambda chunk: {"solutions": grade_solutions(run, generator.generate(chunk, n=1, sampling=sampling), chunk)},
         {"solutions": "solutions"})["solutions"]
     steps, counts = own_labeled_steps(solutions, run.task.step_is_right)
-    run.require_rows(steps, "M1's sampled solutions of the held-out problems have no step to judge")
-    return StageResult(metrics={**counts, "own_steps": steps.num_rows, "temperature": sampling.temperature},
-                       tables={"solutions": (solutions, "solutions"), "steps": (steps, "labeled_steps")})
+    return solutions, steps, counts
 
 
 def own_steps(run: Run) -> pa.Table | None:

@@ -74,6 +74,8 @@ def test_overrides_parse_yaml_values(tmp_path):
          "largest iteration (1024"),
         (["loop.mode=psrlm", "task.train_problems=1024"], "(recipe)",
          "loop.search_pool_problems: 1024 training problems held back"),
+        (["loop.mode=rprm", "bootstrap.judge_dpo_solutions=own"], "(recipe)",
+         "bootstrap.judge_dpo_solutions 'own' needs a policy"),
         (["loop.pairwise_judge=frozen_m1"], "(recipe)", "loop.pairwise_judge 'frozen_m1' is a psrlm control"),
         (["loop.search_pool_problems=-1"], "loop.search_pool_problems", "greater than or equal to 0"),
     ],
@@ -144,3 +146,9 @@ def test_the_search_pool_is_held_back_in_psrlm_only_unless_asked():
     assert load_recipe(TINY, ["loop.mode=psrlm", "loop.iterations=3"]).search_pool_problems == 3 * 512
     assert load_recipe(TINY, ["loop.mode=psrlm", "loop.search_pool_problems=0"]).search_pool_problems == 0
     assert load_recipe(TINY, ["loop.search_pool_problems=600"]).search_pool_problems == 600
+
+
+def test_the_judge_dpo_samples_on_m1s_own_solutions_where_the_world_labels_them() -> None:
+    assert load_recipe(TINY).judge_dpo_on_own_solutions  # guided, arith
+    assert not load_recipe(TINY, ["loop.mode=rprm"]).judge_dpo_on_own_solutions  # no policy
+    assert not load_recipe(TINY, ["bootstrap.judge_dpo_solutions=labeled"]).judge_dpo_on_own_solutions
