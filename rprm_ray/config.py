@@ -405,6 +405,9 @@ class LoopConfig(_Strict):
     step_pair_min_margin: float = Field(0.0, ge=0.0, le=1.0)
     # Peak lr of the policy's step-wise DPO; null: trainer.dpo_lr (which the judge's DPO uses).
     step_dpo_lr: float | None = Field(None, gt=0)
+    # The step DPO's NLL-on-chosen weight; null: trainer.dpo_nll_coef. A self-judge's chosen steps
+    # are right less often than a trained judge's, and the NLL term copies the wrong ones.
+    step_dpo_nll_coef: float | None = Field(None, ge=0)
     # Training problems held back from M1's SFT (its solutions and, in psrlm, its pairwise
     # judgments) for the iterations to search: the first N of the train split, so the problems a
     # search meets are new to the model (iteration k searches the k-th problems_per_iteration of

@@ -17,7 +17,7 @@ from rprm_ray.loop import Run, StageResult
 from rprm_ray.prompts import get_style
 from rprm_ray.stages import data
 from rprm_ray.stages.policy import iteration_problem_ids
-from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft
+from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, train_dpo
 
 # ---- seed data ----------------------------------------------------------------------------
 
@@ -343,3 +343,16 @@ def own_solution_steps(run: Run) -> tuple[pa.Table, dict]:
     problems = train.filter(pc.is_in(train.column("problem_id"), pa.array(judge_dpo_problem_ids(run), pa.string())))
     _, steps, counts = sample_own_steps(run, problems, "own_solutions", seed_offset=2)
     return steps, counts
+
+
+def judge_dpo_stage(run: Run) -> StageResult:
+    pairs_table = run.require_rows(
+        run.table("iter_0/judge_samples", "pairs", "preference_pairs"),
+        "no critique pairs to train on (the SFT judge's sampled critiques never both agreed and disagreed "
+        "with a step's label, see iter_0/judge_samples): sample more critiques (judge.critiques_per_step) "
+        "or more steps (loop.problems_per_iteration)")
+    out_dir = run.model_dir("iter_0/judge_dpo")
+    metrics, with_ref = train_dpo(run, Path(run.state["judge_sft_dir"]), pairs_table, out_dir, "judge-dpo")
+    return StageResult(metrics={**metrics, "pairs": pairs_table.num_rows},
+                       tables={"pairs_with_reference": (with_ref, "preference_pairs")},
+                       state={"judge_dir": str(out_dir), "judge_dpo_dir": str(out_dir)})

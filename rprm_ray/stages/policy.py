@@ -253,8 +253,11 @@ def step_dpo_stage(run: Run, iteration: int) -> StageResult:
         "ranked with a clear best and worst (see that stage's metrics); search more problems "
         "(loop.problems_per_iteration) or more candidates per step")
     out_dir = run.model_dir(f"{key}/step_dpo")
+    loop = run.recipe.loop
+    trainer = (run.recipe.trainer if loop.step_dpo_nll_coef is None
+               else run.recipe.trainer.model_copy(update={"dpo_nll_coef": loop.step_dpo_nll_coef}))
     metrics, with_ref = train_dpo(run, Path(run.state["policy_dir"]), pairs, out_dir, f"step-dpo-{iteration}",
-                                  lr=run.recipe.loop.step_dpo_lr)
+                                  lr=loop.step_dpo_lr, trainer_cfg=trainer)
     return StageResult(metrics={**metrics, "pairs": pairs.num_rows},
                        tables={"pairs_with_reference": (with_ref, "preference_pairs")},
                        state={"policy_dir": str(out_dir)})

@@ -61,12 +61,12 @@ def train_sft(run: Run, init_dir: Path, table: pa.Table, steps: int, out_dir: Pa
 
 
 def train_dpo(run: Run, init_dir: Path, pairs: pa.Table, out_dir: Path, name: str,
-              lr: float | None = None) -> tuple[dict[str, Any], pa.Table]:
+              lr: float | None = None, trainer_cfg: TrainerConfig | None = None) -> tuple[dict[str, Any], pa.Table]:
     """Reference log-probs from the frozen `init_dir` weights first, then DPO (peak `lr`, default
-    trainer.dpo_lr); one model resident."""
+    trainer.dpo_lr; `trainer_cfg` default the recipe's trainer); one model resident."""
     run.require_rows(pairs, f"{name}: 0 preference pairs")
     ckpt_dir = trainer_checkpoint_dir(run, name)
-    trainer = run.roles.trainer(init_dir, name=name)
+    trainer = run.roles.trainer(init_dir, name=name, cfg=trainer_cfg)
     try:
         pairs = trainer.add_reference_logps(pairs)
         metrics = trainer.dpo(pairs, epochs=run.recipe.trainer.dpo_epochs, lr=lr, checkpoint_dir=ckpt_dir)
