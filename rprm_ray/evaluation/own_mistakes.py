@@ -13,6 +13,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from rprm_ray import batches
+from rprm_ray.evaluation.processbench import step_rows
 from rprm_ray.evaluation.self_judge import StepLabeler
 
 
@@ -39,8 +40,6 @@ def own_labeled_steps(solutions: pa.Table, is_right: StepLabeler) -> tuple[pa.Ta
         err = first_error(sol["question"], steps, is_right)
         counts["own_solutions"] += 1
         counts["own_solutions_with_error"] += err >= 0
-        last = len(steps) - 1 if err < 0 else err
-        sid = f"own/{sol['problem_id']}/{sol['sample_idx']}"
-        rows += [{"problem_id": sol["problem_id"], "solution_id": sid, "step_idx": i, "question": sol["question"],
-                  "previous_steps": steps[:i], "now_step": steps[i], "label": i != err} for i in range(last + 1)]
+        rows += step_rows(sol["problem_id"], f"own/{sol['problem_id']}/{sol['sample_idx']}", sol["question"],
+                          steps, err)
     return (batches.from_rows(rows, "labeled_steps") if rows else batches.empty("labeled_steps")), counts

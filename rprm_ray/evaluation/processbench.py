@@ -146,20 +146,18 @@ def labeled_steps_table(items: Sequence[ProcessBenchItem], truncate: bool = True
 
     rows = []
     for item in items:
-        last = judged_steps(item) if truncate else len(item.steps)
-        for i in range(last):
-            rows.append(
-                {
-                    "problem_id": item.id,
-                    "solution_id": item.id,
-                    "step_idx": i,
-                    "question": item.problem,
-                    "previous_steps": item.steps[:i],
-                    "now_step": item.steps[i],
-                    "label": _step_label(item.label, i),
-                }
-            )
+        rows += step_rows(item.id, item.id, item.problem, item.steps, item.label, truncate)
     return from_rows(rows, "labeled_steps")
+
+
+def step_rows(problem_id: str, solution_id: str, question: str, steps: Sequence[str], first_error: int,
+              truncate: bool = True) -> list[dict]:
+    """One labeled solution (`first_error` -1: no wrong step) as `labeled_steps` rows; with
+    `truncate` only up to and including its first wrong step (the R-PRM expansion)."""
+    last = first_error + 1 if truncate and first_error >= 0 else len(steps)
+    return [{"problem_id": problem_id, "solution_id": solution_id, "step_idx": i, "question": question,
+             "previous_steps": list(steps[:i]), "now_step": steps[i], "label": _step_label(first_error, i)}
+            for i in range(last)]
 
 
 def _step_label(first_error: int, i: int) -> bool | None:

@@ -669,22 +669,12 @@ def labeled_solutions(problems: list[ArithProblem], seed: int, error_rate: float
 def labeled_steps_table(problems: list[ArithProblem], seed: int, error_rate: float) -> pa.Table:
     """R-PRM step instances, ProcessBench expansion: a correct solution contributes every step
     (all labeled True); an erroneous one its steps up to and including the first error."""
+    from rprm_ray.evaluation.processbench import step_rows
+
     rows = []
     for sol in labeled_solutions(problems, seed, error_rate):
-        p, steps, err = sol["problem"], sol["steps"], sol["first_error"]
-        last = len(steps) - 1 if err < 0 else err
-        for i in range(last + 1):
-            rows.append(
-                {
-                    "problem_id": p.problem_id,
-                    "solution_id": sol["solution_id"],
-                    "step_idx": i,
-                    "question": p.question,
-                    "previous_steps": steps[:i],
-                    "now_step": steps[i],
-                    "label": i != err,
-                }
-            )
+        p = sol["problem"]
+        rows += step_rows(p.problem_id, sol["solution_id"], p.question, sol["steps"], sol["first_error"])
     return from_rows(rows, "labeled_steps")
 
 
