@@ -43,16 +43,9 @@ def collect(manifest: Manifest) -> dict[str, Any]:
     for phase in ("sft", "dpo"):
         m = stages.get(f"iter_0/judge_eval_{phase}")
         if m:
-            judge[phase] = {"f1": m[f"{phase}_f1"], "error_acc": m[f"{phase}_error_acc"],
-                            "correct_acc": m[f"{phase}_correct_acc"],
-                            "f1_at_k": {k.rsplit("_k", 1)[1]: v for k, v in m.items()
-                                        if k.startswith(f"{phase}_f1_at_k")}}
+            judge[phase] = _judge_figures(m, phase, "")
             if f"{phase}_own_f1" in m:  # the policy's own mistakes (stages/own_mistakes.py)
-                judge[phase].update({
-                    "own_f1": m[f"{phase}_own_f1"], "own_error_acc": m[f"{phase}_own_error_acc"],
-                    "own_correct_acc": m[f"{phase}_own_correct_acc"],
-                    "own_f1_at_k": {k.rsplit("_k", 1)[1]: v for k, v in m.items()
-                                    if k.startswith(f"{phase}_own_f1_at_k")}})
+                judge[phase].update(_judge_figures(m, f"{phase}_own", "own_"))
     if judge:
         out["judge"] = judge
     bon = stages.get("final/best_of_n")
@@ -67,6 +60,15 @@ def collect(manifest: Manifest) -> dict[str, Any]:
     if timing:
         out["seconds_by_stage_kind"] = timing
     return out
+
+
+def _judge_figures(metrics: dict[str, Any], prefix: str, name: str) -> dict[str, Any]:
+    """One evaluation set's judge figures from a judge_eval stage's metrics (`prefix`_f1, ...),
+    named `name`f1, `name`error_acc, `name`correct_acc and `name`f1_at_k ({K: F1})."""
+    return {f"{name}f1": metrics[f"{prefix}_f1"], f"{name}error_acc": metrics[f"{prefix}_error_acc"],
+            f"{name}correct_acc": metrics[f"{prefix}_correct_acc"],
+            f"{name}f1_at_k": {k.rsplit("_k", 1)[1]: v for k, v in metrics.items()
+                               if k.startswith(f"{prefix}_f1_at_k")}}
 
 
 def iteration_rows(stages: dict[str, Any]) -> dict[str, dict[str, Any]]:
