@@ -24,9 +24,9 @@ def run_pipeline(run: Run) -> None:
     if mode in ("guided", "psrlm"):
         run.stage("iter_0/policy_sft", lambda: policy.policy_sft_stage(run))
         run.stage("iter_0/policy_eval", lambda: policy.pass_at_1_stage(run, run.state["policy_dir"]))
-    self_judge = measures_self_judge(run)
     if own_mistakes.measures_own_mistakes(run):  # the judge's F1 on M1's own mistakes, beside injected ones
         run.stage(own_mistakes.STAGE, lambda: own_mistakes.own_solutions_stage(run))
+    self_judge = measures_self_judge(run)
     if self_judge:
         run.stage("iter_0/self_judge_eval", lambda: self_judge_eval_stage(run, run.state["policy_dir"]))
     if mode in ("guided", "rprm"):

@@ -110,9 +110,9 @@ def _searched_questions(run: Run) -> set[str]:
 def judge_dpo_problem_ids(run: Run) -> list[str]:
     """The labeled problems the judge's DPO samples come from, kept out of its SFT data: the
     `bootstrap.judge_dpo_problems` (null: `loop.problems_per_iteration`) training problems after
-    those the iterations search. Where the
-    labeled steps carry ids of their own (real data), the same number of labeled questions whose
-    question no iteration searches, with every solution of each.
+    those the iterations search. Where the labeled steps carry ids of their own (real data), the
+    same number of labeled questions whose question no iteration searches, with every solution of
+    each.
 
     On steps it was fine-tuned on, the judge repeats its (correct) training critiques even at
     temperature 1 (measured: 6 critique pairs from 2,048 steps x 4 samples); on unseen problems it
