@@ -318,6 +318,12 @@ class DeepSpeedConfig(_Strict):
     gradient_checkpointing: bool = False
 
 
+# TrainerConfig fields an SFT never reads (its cache key leaves them out).
+SFT_IRRELEVANT_TRAINER_FIELDS = frozenset({
+    "dpo_lr", "dpo_beta", "dpo_nll_coef", "dpop_lambda", "dpo_epochs",
+    "setup_timeout_s", "call_timeout_s", "checkpoint_interval_steps"})
+
+
 class TrainerConfig(_Strict):
     num_workers: int = Field(1, ge=1)  # DeepSpeed ranks (Ray actors in one rendezvous)
     num_gpus_per_worker: float = Field(0.0, ge=0.0)
@@ -365,6 +371,11 @@ class TrainerConfig(_Strict):
     @property
     def gradient_accumulation_steps(self) -> int:
         return self.global_batch_size // (self.micro_batch_size_per_device * self.num_workers)
+
+    def sft_fingerprint(self) -> dict:
+        """The fields that determine an SFT's weights, for model cache keys: the DPO settings and
+        the bounded waits and checkpoint spacing (what a kill costs) leave a cached SFT valid."""
+        return self.model_dump(mode="json", exclude=SFT_IRRELEVANT_TRAINER_FIELDS)
 
 
 class BootstrapConfig(_Strict):

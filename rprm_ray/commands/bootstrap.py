@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def policy_key(recipe: Recipe) -> str:
     """Everything that determines the bootstrapped weights, hashed."""
     parts = [recipe.models.policy.model_dump(mode="json"), recipe.task.model_dump(mode="json"),
-             recipe.trainer.model_dump(mode="json"), recipe.bootstrap.policy_sft_steps, recipe.seed]
+             recipe.trainer.sft_fingerprint(), recipe.bootstrap.policy_sft_steps, recipe.seed]
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
     return f"bootstrap-policy-{digest}"
 

@@ -207,7 +207,7 @@ def judge_sft_stage(run: Run) -> StageResult:
     # new port every run); its answers are in the table's fingerprint anyway.
     # The DPO's settings are not the SFT's (which problems it keeps out is in the data's fingerprint).
     key = cache_key("judge-sft", r.task.model_dump(mode="json"), r.models.judge.model_dump(mode="json"),
-                    r.models.teacher.model_dump(mode="json", exclude={"url"}), trainer.model_dump(mode="json"),
+                    r.models.teacher.model_dump(mode="json", exclude={"url"}), trainer.sft_fingerprint(),
                     r.bootstrap.model_dump(mode="json", exclude=JUDGE_DPO_FIELDS), r.pairs.seed, str(init), r.seed,
                     *(["J:"] if r.distinct_judge_prompts else []))  # judge prompts' marker, when not Q:
     out, metrics = cached_sft(run, key, init, table, r.bootstrap.judge_sft_steps, "judge-sft", trainer)

@@ -40,7 +40,7 @@ def policy_sft_stage(run: Run) -> StageResult:
                               "labeled steps") + "; or set bootstrap.pairwise_judge_examples: 0 to accept that")
         table = batches.concat([table, eft], "sft_examples")
     key = cache_key("policy-sft", r.loop.mode, r.task.model_dump(mode="json"),
-                    r.models.policy.model_dump(mode="json"), r.trainer.model_dump(mode="json"),
+                    r.models.policy.model_dump(mode="json"), r.trainer.sft_fingerprint(),
                     r.bootstrap.policy_sft_steps, r.bootstrap.pairwise_judge_examples, r.seed,
                     # psrlm's rows hold judge prompts: their format is part of what was trained.
                     *([r.distinct_judge_prompts, PAIRWISE_FORMAT] if r.loop.mode == "psrlm" else []),

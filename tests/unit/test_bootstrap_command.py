@@ -23,7 +23,10 @@ def test_the_cache_key_follows_what_determines_the_weights():
                     "models.policy.tiny.num_layers=3"):
         assert key(changed) != base, changed
     # Settings of other roles and of later stages reuse the bootstrapped policy.
-    for unrelated in ("bootstrap.judge_sft_steps=10", "judge.critiques_per_step=4", "loop.iterations=5", "name=x"):
+    # So do the trainer's DPO settings, waits and checkpoint spacing, which no SFT reads.
+    for unrelated in ("bootstrap.judge_sft_steps=10", "judge.critiques_per_step=4", "loop.iterations=5", "name=x",
+                      "trainer.dpo_epochs=4", "trainer.dpo_lr=0.01", "trainer.dpop_lambda=0",
+                      "trainer.checkpoint_interval_steps=7", "trainer.call_timeout_s=5"):
         assert key(unrelated) == base, unrelated
 
 

@@ -91,19 +91,35 @@ def test_m1s_sft_stage_trains_on_the_rest_only_with_j_judge_prompts(tmp_path, mo
     assert result.metrics["search_pool_problems"] == 18 and result.metrics["problems"] == 22
 
 
-def test_guideds_m1_is_trained_and_cached_as_before(tmp_path, monkeypatch):
+def _m1_stage(run, tmp_path, monkeypatch) -> tuple[dict, object]:
     from rprm_ray.stages import policy
-    from rprm_ray.stages.training_stages import cache_key
 
-    run = _run(tmp_path, mode="guided")
     seen = {}
     monkeypatch.setattr(policy, "cached_sft", lambda run_, key, base, table, steps, name:
                         seen.update(key=key, table=table) or (tmp_path / "m1", {}))
     monkeypatch.setattr(policy, "base_model", lambda run_, which: tmp_path / "base")
     run.current_stage = "iter_0/policy_sft"
-    result = policy.policy_sft_stage(run)
+    return seen, policy.policy_sft_stage(run)
+
+
+def test_guideds_m1_trains_on_every_problem(tmp_path, monkeypatch):
+    from rprm_ray.stages.training_stages import cache_key
+
+    run = _run(tmp_path, mode="guided")
+    seen, result = _m1_stage(run, tmp_path, monkeypatch)
     r = run.recipe
     assert seen["key"] == cache_key("policy-sft", "guided", r.task.model_dump(mode="json"),
-                                    r.models.policy.model_dump(mode="json"), r.trainer.model_dump(mode="json"),
+                                    r.models.policy.model_dump(mode="json"), r.trainer.sft_fingerprint(),
                                     r.bootstrap.policy_sft_steps, r.bootstrap.pairwise_judge_examples, r.seed)
     assert seen["table"].num_rows == 40 and "search_pool_problems" not in result.metrics
+
+
+@pytest.mark.parametrize("mode", ["psrlm", "guided"])
+def test_m1s_cache_key_ignores_the_dpo_settings(tmp_path, monkeypatch, mode):
+    """A DPO-only trainer field (step DPO's epochs, say) reuses the cached M1 instead of retraining it."""
+    key = _m1_stage(_run(tmp_path / "a", mode=mode), tmp_path, monkeypatch)[0]["key"]
+    for i, changed in enumerate(({"dpo_epochs": 4, "dpop_lambda": 0.0, "dpo_nll_coef": 0.5}, {"lr": 0.01})):
+        run = _run(tmp_path / str(i), mode=mode)
+        run.recipe = run.recipe.model_copy(update={"trainer": run.recipe.trainer.model_copy(update=changed)})
+        same = _m1_stage(run, tmp_path, monkeypatch)[0]["key"] == key
+        assert same == ("lr" not in changed), changed
