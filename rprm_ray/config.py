@@ -411,6 +411,11 @@ class LoopConfig(_Strict):
     # psrlm: who judges the search's candidate pairs. self: the current model (PSRLM); frozen_m1:
     # M1 throughout, a control that shows what the judge's own improvement adds.
     pairwise_judge: Literal["self", "frozen_m1"] = "self"
+    # A control for the iterations' gain (guided and psrlm): after iteration k, M1's SFT is
+    # continued from the previous control model for as many optimizer steps as that iteration's
+    # step DPO took, on M1's own training rows, and scored by pass@1 beside M(k+1). A
+    # self-rewarding gain counts only beyond this control's (stages iter_k/sft_control{,_eval}).
+    sft_control: bool = False
     # Guided mode: a step pair needs best score - worst score >= this. 0 pairs any difference (the
     # papers); the tiny judge's P(Yes) is nearly binary, so a gap of 0.00001 is two accepted steps.
     step_pair_min_margin: float = Field(0.0, ge=0.0, le=1.0)
@@ -540,6 +545,9 @@ class Recipe(_Strict):
         if self.loop.pairwise_judge != "self" and self.loop.mode != "psrlm":
             raise ValueError(f"loop.pairwise_judge '{self.loop.pairwise_judge}' is a psrlm control; mode "
                              f"'{self.loop.mode}' judges with its R-PRM judge")
+        if self.loop.sft_control and self.loop.mode == "rprm":
+            raise ValueError("loop.sft_control is a control for the policy's iterations; mode 'rprm' trains no "
+                             "policy (use loop.mode guided or psrlm)")
         pool = self.search_pool_problems
         largest = self.loop.problems_in_iteration(max(1, self.loop.iterations))
         if pool and pool < largest:

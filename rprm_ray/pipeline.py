@@ -7,12 +7,15 @@
 - psrlm:   one model is policy and pairwise judge (M1 = SFT on solutions + pairwise judgments);
            each iteration it searches, judges itself, and learns from its (best, worst) steps;
            after each, its pairwise accuracy on its own held-out candidates (arith).
+
+With loop.sft_control, each iteration of either policy mode also trains and scores its SFT-spend
+control (stages/sft_control.py).
 """
 
 from __future__ import annotations
 
 from rprm_ray.loop import Run
-from rprm_ray.stages import final, judge, own_mistakes, policy
+from rprm_ray.stages import final, judge, own_mistakes, policy, sft_control
 from rprm_ray.stages.data import DATA, data_stage
 from rprm_ray.stages.self_judge import measures_self_judge, self_judge_eval_stage
 
@@ -47,6 +50,9 @@ def run_pipeline(run: Run) -> None:
                       lambda: policy.pass_at_1_stage(run, run.state["policy_dir"], baseline="iter_0/policy_eval"))
             if self_judge:
                 run.stage(f"iter_{k}/self_judge_eval", lambda: self_judge_eval_stage(run, run.state["policy_dir"]))
+            if r.loop.sft_control:  # the same training spent on plain SFT of M1
+                run.stage(f"iter_{k}/sft_control", lambda k=k: sft_control.sft_control_stage(run, k))
+                run.stage(f"iter_{k}/sft_control_eval", lambda k=k: sft_control.sft_control_eval_stage(run, k))
     if mode == "guided":
         run.stage("final/best_of_n", lambda: final.best_of_n_stage(run))
         run.stage("final/beam", lambda: final.beam_stage(run))

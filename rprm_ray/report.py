@@ -39,6 +39,10 @@ def collect(manifest: Manifest) -> dict[str, Any]:
                       if row.get("self_judge_accuracy") is not None}
         if self_judge:
             out["self_judge_accuracy_per_iteration"] = self_judge
+        control = {k: row["sft_control_pass@1"] for k, row in iterations.items() if "sft_control_pass@1" in row}
+        if control:
+            out["sft_control_pass@1_per_iteration"] = {"0": out["pass@1_M1"], **control}
+            out["pass@1_final_vs_sft_control"] = iterations[max(control, key=int)].get("vs_sft_control")
     judge = {}
     for phase in ("sft", "dpo"):
         m = stages.get(f"iter_0/judge_eval_{phase}")
@@ -73,8 +77,10 @@ def _judge_figures(metrics: dict[str, Any], prefix: str, name: str) -> dict[str,
 
 def iteration_rows(stages: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per model M1, M2, ... (keyed by iteration, "0" = M1): its pass@1 and difference from M1,
-    the search that produced it (problems, step pairs, rollbacks) and, in psrlm, its self-judge's
-    pairwise accuracy on its own held-out candidates. Empty for a run with no iterations."""
+    the search that produced it (problems, step pairs, rollbacks), in psrlm its self-judge's
+    pairwise accuracy on its own held-out candidates, and with loop.sft_control the pass@1 of the
+    SFT-spend control beside it and the model's difference from that control. Empty for a run
+    with no iterations."""
     rows: dict[str, dict[str, Any]] = {}
     for key, m in stages.items():
         head, _, name = key.partition("/")
@@ -88,6 +94,9 @@ def iteration_rows(stages: dict[str, Any]) -> dict[str, dict[str, Any]]:
         elif name == "search":
             row.update({"searched_problems": m.get("problems"), "step_pairs": m.get("pairs"),
                         "rollbacks": m.get("rollbacks")})
+        elif name == "sft_control_eval" and "pass@1" in m:  # stages/sft_control.py
+            row["sft_control_pass@1"] = m["pass@1"]
+            row["vs_sft_control"] = m.get("policy_vs_control")
         elif name == "self_judge_eval":
             row.update({k: m.get(k) for k in ("self_judge_accuracy", "self_judge_accuracy_interval",
                                               "position_consistency", "pair_accuracy")})
@@ -113,6 +122,11 @@ def iteration_table_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         if row.get("step_pairs") is not None:
             parts.append(f"from {row['step_pairs']} step pairs of {row['searched_problems']} searched problems "
                          f"({row['rollbacks']} rollbacks)")
+        if "sft_control_pass@1" in row:
+            diff = row.get("vs_sft_control")
+            parts.append(f"its SFT-spend control {row['sft_control_pass@1']:.1f}%" + (
+                f" ({diff['points']:+.1f} vs the control, CI [{diff['low']:+.1f}, {diff['high']:+.1f}])"
+                if diff else ""))
         lines.append((f"M{int(k) + 1}" + (" (SFT)" if k == "0" else ""), "; ".join(parts)))
     return lines
 
@@ -153,6 +167,9 @@ def make_plots(summary: dict[str, Any], out_dir: Path) -> list[Path]:
         self_judge = summary.get("self_judge_accuracy_per_iteration", {})
         if set(self_judge) == set(it):
             series["self-judge pairwise accuracy (own candidates)"] = [self_judge[k] for k in it]
+        control = summary.get("sft_control_pass@1_per_iteration", {})
+        if set(control) == set(it):
+            series["pass@1 of the SFT-spend control"] = [control[k] for k in it]
         made.append(plots.plot_accuracy_per_iteration([int(k) for k in it], series,
                                                       out_dir / "accuracy_per_iteration.png"))
     judge = summary.get("judge", {})
@@ -247,6 +264,11 @@ def target_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         drops = [later - earlier for earlier, later in itertools.pairwise(per_iteration)]
         check("no iteration loses more than 1 point of pass@1", min(drops) >= -1,
               " -> ".join(f"{x:.1f}" for x in per_iteration))
+    control = summary.get("pass@1_final_vs_sft_control")
+    if control:
+        # A gain counts only beyond what the same training spent on plain SFT of M1 gives.
+        check("pass@1 after self-rewarding > its SFT-spend control, interval above 0", control["low"] > 0,
+              f"{control['points']:+.1f} points" + _interval(control))
     self_judge = summary.get("self_judge_accuracy_per_iteration", {})
     if "0" in self_judge:
         check("self-judge pairwise accuracy on its own candidates at M1 >= 85%", self_judge["0"] >= 85,

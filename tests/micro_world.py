@@ -36,8 +36,9 @@ MICRO = [
 # marked line and decision per step and the verdict (~66 tokens), past the pointwise judge's budget above.
 # Its one model learns solutions and that longer judgment together: after 150 steps on 200 judgments
 # every pair of its search tied (no step pairs); 500 steps on 400 gave pairs.
+# psrlm's run also trains and scores the SFT-spend control (loop.sft_control) after its iteration.
 MODE = {"guided": [], "psrlm": ["judge.sampling.max_new_tokens=72", "bootstrap.policy_sft_steps=500",
-                                "bootstrap.pairwise_judge_examples=400"]}
+                                "bootstrap.pairwise_judge_examples=400", "loop.sft_control=true"]}
 
 
 def setting(mode: str, key: str) -> str:

@@ -49,7 +49,9 @@ def policy_sft_stage(run: Run) -> StageResult:
                               "policy-sft")
     pool = ({"problems": train.num_rows, "search_pool_problems": r.search_pool_problems}
             if r.search_pool_problems else {})
+    # The rows persist for the SFT-spend control (stages/sft_control.py), which continues this SFT.
     return StageResult(metrics={**metrics, "examples": table.num_rows, **pool, **eft_metrics},
+                       tables={"sft_examples": (table, "sft_examples")},
                        state={"policy_dir": str(out), "m1_dir": str(out)})
 
 
@@ -129,7 +131,7 @@ def grade_solutions(run: Run, solutions: pa.Table, problems: pa.Table) -> pa.Tab
 def pass_at_1_stage(run: Run, model_dir: str, baseline: str | None = None) -> StageResult:
     """Greedy pass@1 on held-out problems (the PSRLM papers' main metric). With `baseline` (an
     earlier pass@1 stage, e.g. M1's), also the difference from it problem by problem, with its
-    bootstrap interval."""
+    bootstrap interval (`vs_baseline`)."""
     problems = eval_problems(run)
     generator = run.roles.generator(model_dir)
     sampling = solution_sampling(run, 0.0)
@@ -141,12 +143,18 @@ def pass_at_1_stage(run: Run, model_dir: str, baseline: str | None = None) -> St
     metrics: dict = {"pass@1": 100.0 * sum(correct.values()) / max(1, problems.num_rows),
                      "problems": problems.num_rows}
     if baseline is not None:
-        before = correct_by_problem(run.table(baseline, "solutions", "solutions"))
-        shared = [pid for pid in correct if pid in before]
-        metrics["vs_baseline"] = {**paired_difference([correct[p] for p in shared],
-                                                      [before[p] for p in shared]).as_dict(),
-                                  "baseline": baseline}
+        metrics["vs_baseline"] = versus(correct, correct_by_problem(run.table(baseline, "solutions", "solutions")),
+                                        baseline)
     return StageResult(metrics=metrics, tables={"solutions": (solutions, "solutions")})
+
+
+def versus(correct: dict[str, bool], before: dict[str, bool], baseline: str) -> dict:
+    """Pass@1 of `correct` minus that of `before` ({problem_id: correct} of the pass@1 stage
+    `baseline`), problem by problem over the problems both attempted, with its paired bootstrap
+    interval."""
+    shared = [pid for pid in correct if pid in before]
+    return {**paired_difference([correct[p] for p in shared], [before[p] for p in shared]).as_dict(),
+            "baseline": baseline}
 
 
 def correct_by_problem(solutions: pa.Table) -> dict[str, bool]:

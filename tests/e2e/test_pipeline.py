@@ -25,7 +25,8 @@ JUDGE_STAGES = ["iter_0/judge_seed", "iter_0/judge_sft", "iter_0/judge_eval_sft"
                 "iter_0/judge_dpo", "iter_0/judge_eval_dpo"]
 LOOP_STAGES = ["iter_1/search", "iter_1/step_dpo", "iter_1/policy_eval"]
 GUIDED = [*POLICY_STAGES, "iter_0/own_solutions", *JUDGE_STAGES, *LOOP_STAGES, "final/best_of_n", "final/beam"]
-PSRLM = [*POLICY_STAGES, "iter_0/self_judge_eval", *LOOP_STAGES, "iter_1/self_judge_eval"]
+PSRLM = [*POLICY_STAGES, "iter_0/self_judge_eval", *LOOP_STAGES, "iter_1/self_judge_eval", "iter_1/sft_control",
+         "iter_1/sft_control_eval"]
 
 
 def percent(x) -> bool:
@@ -109,6 +110,13 @@ def test_psrlm_runs_every_stage_and_reports(micro_runs):
         assert judged["judgments"] == 2 * judged["pairs"]
         assert judged["self_judge_accuracy"] is None if judged["pairs"] == 0 else percent(judged["self_judge_accuracy"])
     assert m["iterations"]["1"]["step_pairs"] == m["stages"]["iter_1/search"]["pairs"]
+    # The SFT-spend control: M1's SFT continued (real DeepSpeed) for the step DPO's steps, then its
+    # greedy pass@1 (real vLLM) beside M2's, with M2's difference from it.
+    assert m["stages"]["iter_1/sft_control"]["steps"] == m["stages"]["iter_1/step_dpo"]["steps"] > 0
+    control_dir = Path(json.loads((run_dir / "manifest.json").read_text())["state"]["sft_control_dir"])
+    assert control_dir == run_dir / "iter_1" / "sft_control" / "model" and (control_dir / "checksum.txt").is_file()
+    assert percent(m["sft_control_pass@1_per_iteration"]["1"]) and m["stages"]["iter_1/sft_control_eval"]["problems"] == 8
+    assert m["pass@1_final_vs_sft_control"]["baseline"] == "iter_1/sft_control_eval"
 
 
 def _driver(args: list[str]) -> list[str]:

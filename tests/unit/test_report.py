@@ -197,3 +197,33 @@ def test_best_of_n_figures_use_the_aggregation_chosen_on_the_other_half() -> Non
         "74.0% (best here: min 76.0%,")
     assert report.budget_series(s)["Best-of-N (min / prod per half, each chosen on the other half)"][1] == [
         50.0, 69.0, 74.0]
+
+
+def test_the_sft_spend_control_stands_beside_each_model_and_the_gain_is_checked_against_it(tmp_path) -> None:
+    stages = _psrlm_stages()
+
+    def control(value, points, low):
+        return {"pass@1": value, "problems": 400,
+                "policy_vs_control": {"points": points, "low": low, "high": points + 2, "level": 0.95,
+                                      "problems": 400, "baseline": "iter_k/sft_control_eval"}}
+
+    stages.update({"iter_1/sft_control": {"steps": 5}, "iter_1/sft_control_eval": control(80.5, 0.5, -1.5),
+                   "iter_2/sft_control": {"steps": 9}, "iter_2/sft_control_eval": control(78.0, 1.5, 0.25)})
+
+    class _Manifest:
+        data = {"stages": {k: {"metrics": v} for k, v in stages.items()}}
+
+        def metrics(self):
+            return stages
+
+    summary = report.collect(_Manifest())
+    assert summary["sft_control_pass@1_per_iteration"] == {"0": 80.0, "1": 80.5, "2": 78.0}
+    assert summary["pass@1_final_vs_sft_control"]["points"] == 1.5
+    lines = dict(report.iteration_table_rows(summary))
+    assert lines["M2"].endswith("its SFT-spend control 80.5% (+0.5 vs the control, CI [-1.5, +2.5])")
+    assert "control" not in lines["M1 (SFT)"]
+    targets = dict(report.target_rows(summary))
+    assert targets["pass@1 after self-rewarding > its SFT-spend control, interval above 0"] == (
+        "met: +1.5 points; difference +1.5, 95% CI [+0.2, +3.5]")
+    made = report.make_plots(summary, tmp_path)
+    assert (tmp_path / "accuracy_per_iteration.png") in made
