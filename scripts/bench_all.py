@@ -50,6 +50,12 @@ INPUTS: dict[str, Callable[[Path, dict], list[str]]] = {
     "step_dpo_replay.py": lambda run, state: ["--run", str(run)],
     "trainer_layouts.py": lambda run, state: ["--model", state["m1_dir"]],
 }
+# Benchmarks that build what they need at full size but whose smoke size reruns a finished micro
+# run of the given mode: (mode, arguments).
+SMOKE_INPUTS: dict[str, tuple[str, Callable[[Path, dict], list[str]]]] = {
+    # Full size: recipes/tiny_psrlm.yaml over three seeds; smoke: one more seed of a micro psrlm run.
+    "psrlm_seeds.py": ("psrlm", lambda run, state: ["--run", str(run)]),
+}
 # The line with each benchmark's figure (its ratio where it has one): printed means measured.
 RESULT: dict[str, str] = {
     "beam_vs_bon.py": r"beam\S* - Best-of-N over \d+ seeds: .*",
@@ -58,6 +64,7 @@ RESULT: dict[str, str] = {
     "judge_throughput.py": r"b/a = \d+\.\d\d .* b/c = \d+\.\d\d",
     "judge_vs_policy_steps.py": r"judge said No \d+ times.*",
     "logprobs_cost.py": r"generator \(\d+ prefixes x 6\): .* ratio +\d+\.\d\dx",
+    "psrlm_seeds.py": r"result: mean gain M\d+ - M1 over \d+ seeds: .*",
     "psrlm_self_judge.py": r"result: self-judge pairwise accuracy \d+\.\d%.*",
     "search_batching.py": r"speed-up \(one-at-a-time / batched\): \d+\.\d\dx.*",
     "step_dpo_oracle.py": r" +\d+e-\d\d +\d+\.\d\d +[+-]\d+\.\d\d.*",
@@ -72,13 +79,25 @@ def scripts() -> list[str]:
     return sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"))
 
 
-def command(script: str, run_dir: Path | None, smoke: bool) -> list[str]:
+def inputs(script: str, smoke: bool) -> tuple[str, Callable[[Path, dict], list[str]]] | None:
+    """(the mode of the finished run `script` reads, its arguments from that run), or None."""
+    if smoke and script in SMOKE_INPUTS:
+        return SMOKE_INPUTS[script]
+    return ("guided", INPUTS[script]) if script in INPUTS else None
+
+
+def command(script: str, runs: dict[str, Path | None], smoke: bool) -> list[str]:
+    """The benchmark's command line; `runs`: a finished run directory per mode (guided, psrlm)."""
     args = [sys.executable, str(BENCH / script)] + (["--smoke"] if smoke else [])
-    if script in INPUTS:
+    needed = inputs(script, smoke)
+    if needed:
+        mode, arguments = needed
+        run_dir = runs.get(mode)
         if run_dir is None:
-            raise SystemExit(f"bench/{script} reads a finished run: give --run runs/<name>")
+            flag = "--run" if mode == "guided" else f"--{mode}-run"
+            raise SystemExit(f"bench/{script} reads a finished {mode} run: give {flag} runs/<name>")
         state = json.loads((run_dir / "manifest.json").read_text())["state"]
-        args += INPUTS[script](run_dir, state)
+        args += arguments(run_dir, state)
     return args
 
 
@@ -100,15 +119,18 @@ def result_lines(script: str, stdout: str) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=None, help="a finished guided run directory")
+    parser.add_argument("--psrlm-run", type=Path, default=None,
+                        help="a finished psrlm run (only --smoke reads one: psrlm_seeds reruns it)")
     parser.add_argument("--smoke", action="store_true", help="each benchmark at its smallest size")
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="these scripts only")
     args = parser.parse_args()
-    if args.run is not None and not (args.run / "manifest.json").is_file():
-        raise SystemExit(f"{args.run}: not a run directory (no manifest.json)")
+    for run in (args.run, args.psrlm_run):
+        if run is not None and not (run / "manifest.json").is_file():
+            raise SystemExit(f"{run}: not a run directory (no manifest.json)")
     chosen = [s for s in scripts() if args.only is None or s in args.only or s.removesuffix(".py") in args.only]
     summary: list[tuple[str, float, list[str], int]] = []
     for script in chosen:
-        cmd = command(script, args.run, args.smoke)
+        cmd = command(script, {"guided": args.run, "psrlm": args.psrlm_run}, args.smoke)
         print(f"\n=== {' '.join(cmd[1:])}", flush=True)
         start = time.perf_counter()
         done = subprocess.run(cmd, cwd=ROOT, env=environment(), stdout=subprocess.PIPE, text=True)
