@@ -413,7 +413,8 @@ class LoopConfig(_Strict):
     pairwise_judge: Literal["self", "frozen_m1"] = "self"
     # A control for the iterations' gain (guided and psrlm): after iteration k, M1's SFT is
     # continued from the previous control model for as many optimizer steps as that iteration's
-    # step DPO took, on M1's own training rows, and scored by pass@1 beside M(k+1). A
+    # step DPO took, at its learning rate, on M1's own training rows, and scored by pass@1 beside
+    # M(k+1). A
     # self-rewarding gain counts only beyond this control's (stages iter_k/sft_control{,_eval}).
     sft_control: bool = False
     # Guided mode: a step pair needs best score - worst score >= this. 0 pairs any difference (the

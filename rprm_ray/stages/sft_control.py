@@ -2,10 +2,13 @@
 given as plain SFT, so a self-rewarding gain is credited only beyond it.
 
 Control model C(k+1) = C(k) (C1 = M1) trained by SFT on M1's own training rows for as many
-optimizer steps as iteration k's step DPO took, each step `trainer.global_batch_size` rows, on
-the SFT's schedule (`trainer.lr`, warm-up and decay over those steps); each iteration draws its
-rows with another seed, so the control does not replay the same rows. It reads no label and no
-search: only M1's data and the step count.
+optimizer steps as iteration k's step DPO took, each step `trainer.global_batch_size` rows, at
+the step DPO's peak learning rate and schedule (`loop.step_dpo_lr`, else `trainer.dpo_lr`): only
+the objective differs, SFT on known-good data instead of DPO on self-judged pairs. (At the SFT's
+own peak rate, 2e-3, a restart from the converged M1 measures the restart: on the tiny psrlm
+recipe 42 such steps took M1 from 86.0 to 66.25.) Each iteration draws its rows with another
+seed, so the control does not replay the same rows. It reads no label and no search: only M1's
+data and the step count.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ def sft_control_stage(run: Run, iteration: int) -> StageResult:
     rows = run.table(M1_SFT, "sft_examples", "sft_examples")
     init = Path(run.state.get("sft_control_dir", run.state["m1_dir"]))
     out_dir = run.model_dir(f"iter_{iteration}/sft_control")
-    trainer = run.recipe.trainer.model_copy(update={"seed": run.recipe.trainer.seed + iteration})
+    r = run.recipe
+    trainer = r.trainer.model_copy(update={"seed": r.trainer.seed + iteration,
+                                           "lr": r.loop.step_dpo_lr or r.trainer.dpo_lr})
     metrics = train_sft(run, init, rows, steps, out_dir, f"sft-control-{iteration}", trainer)
     return StageResult(metrics={**metrics, "steps": steps},
                        state={"sft_control_dir": str(out_dir)})

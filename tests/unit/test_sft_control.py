@@ -31,7 +31,7 @@ def test_each_control_continues_the_last_for_the_step_dpos_steps(tmp_path, monke
     calls = []
 
     def fake_sft(run_, init, table, steps, out_dir, name, trainer_cfg):
-        calls.append((Path(init).name, steps, trainer_cfg.seed, table.num_rows, name))
+        calls.append((Path(init).name, steps, trainer_cfg.seed, trainer_cfg.lr, table.num_rows, name))
         return {"steps": float(steps), "loss_last": 0.1}
 
     monkeypatch.setattr(sft_control, "train_sft", fake_sft)
@@ -39,7 +39,9 @@ def test_each_control_continues_the_last_for_the_step_dpos_steps(tmp_path, monke
         run.stage(f"iter_{k}/step_dpo", lambda s=dpo_steps: StageResult(metrics={"steps": float(s)}))
         metrics = run.stage(f"iter_{k}/sft_control", lambda k=k: sft_control.sft_control_stage(run, k))
         assert metrics["steps"] == dpo_steps
-    assert calls == [("m1", 3, 1, 4, "sft-control-1"), ("model", 7, 2, 4, "sft-control-2")]
+    lr = run.recipe.trainer.dpo_lr  # the step DPO's peak rate (loop.step_dpo_lr null here), not the SFT's
+    assert lr != run.recipe.trainer.lr
+    assert calls == [("m1", 3, 1, lr, 4, "sft-control-1"), ("model", 7, 2, lr, 4, "sft-control-2")]
     assert run.state["sft_control_dir"] == str(run.model_dir("iter_2/sft_control"))
 
 
