@@ -12,7 +12,10 @@ it names the right step, and an invalid judgment (no single `[[A]]`/`[[B]]`) is 
 - position consistency: pairs whose two valid judgments name the same step / pairs judged validly
   in both orders (`judging.pairwise_counts`' rate);
 - slot-A rate: valid judgments naming slot A / valid judgments (0.5 for a judge without position
-  bias, since every pair is shown both ways).
+  bias, since every pair is shown both ways);
+- overrule precision (`GreedyOverrules`): of the valid judgments of pairs holding the policy's own
+  greedy next step, those naming the other step, and how often that step is the right one. Only
+  these judgments can change greedy decoding through step DPO.
 """
 
 from __future__ import annotations
@@ -150,6 +153,64 @@ def self_judge_accuracy(judgments: pa.Table, right_of: dict[str, int]) -> SelfJu
                              slot_a=slot_a, per_pair=tuple(per_pair))
 
 
+@dataclass(frozen=True)
+class GreedyOverrules:
+    """The judgments of pairs in which one candidate is the policy's own greedy next step: the
+    only judgments through which step DPO can change what greedy decoding writes. Naming the
+    other step overrules the policy; an overrule is right exactly when the greedy step was the
+    wrong one. Step DPO on self-judged pairs can lift greedy pass@1 only if overrules are right
+    well over half the time (`precision`); `catch_rate` is the share of the greedy step's
+    mistakes that the judge catches."""
+
+    judgments: int  # valid judgments of pairs holding the greedy step
+    overrules: int  # of those, naming the other step
+    greedy_wrong: int  # valid judgments of pairs whose greedy step is the wrong one
+    caught: int  # of those, naming the right step (= the right overrules)
+
+    @property
+    def precision(self) -> float | None:
+        return self.caught / self.overrules if self.overrules else None
+
+    @property
+    def catch_rate(self) -> float | None:
+        return self.caught / self.greedy_wrong if self.greedy_wrong else None
+
+
+def greedy_overrules(judgments: pa.Table, pairs: pa.Table, right_of: dict[str, int],
+                     greedy_next: dict[str, str]) -> GreedyOverrules:
+    """Count `GreedyOverrules` over `pairwise_judgments` of the pairs `discordant_pairs` made
+    (`pairs`, `right_of`), given the greedy next step of each original prefix (`greedy_next`,
+    {prefix_id: step}; the pairs' ids are `<prefix_id>|<a>-<b>`)."""
+    greedy_id: dict[str, int] = {}
+    for row in pairs.to_pylist():
+        prefix_id = row["prefix_id"].rsplit("|", 1)[0]
+        if prefix_id in greedy_next and row["step"].strip() == greedy_next[prefix_id].strip():
+            greedy_id[row["prefix_id"]] = row["candidate_id"]
+    counted = overrules = greedy_wrong = caught = 0
+    for row in judgments.to_pylist():
+        greedy = greedy_id.get(row["prefix_id"])
+        if greedy is None or not row["valid"]:
+            continue
+        counted += 1
+        overrules += row["winner"] != greedy
+        if right_of[row["prefix_id"]] != greedy:
+            greedy_wrong += 1
+            caught += row["winner"] != greedy
+    return GreedyOverrules(judgments=counted, overrules=overrules, greedy_wrong=greedy_wrong, caught=caught)
+
+
+def greedy_next_steps(solutions: pa.Table, prefixes: pa.Table) -> dict[str, str]:
+    """{prefix_id: the greedy solution's next step} for `own_prefixes`' prefixes of `solutions`
+    (a prefix past the solution's last step has none)."""
+    steps = {s["problem_id"]: list(s["steps"]) for s in solutions.to_pylist()}
+    out = {}
+    for p in prefixes.to_pylist():
+        k = len(p["prefix_steps"])
+        if k < len(steps[p["problem_id"]]):
+            out[p["prefix_id"]] = steps[p["problem_id"]][k]
+    return out
+
+
 def own_prefixes(solutions: pa.Table, style) -> pa.Table:
     """The prefixes at which the policy's own candidates are sampled: per solution the empty
     prefix (the first step, even after a solution with no readable step), then one per step up to
@@ -166,11 +227,13 @@ def own_prefixes(solutions: pa.Table, style) -> pa.Table:
 
 
 def measure_self_judge(generator, judge, style, problems: pa.Table, is_right: StepLabeler, w: int, sampling,
-                       greedy, max_pairs_per_prefix: int | None = None) -> tuple[SelfJudgeAccuracy, pa.Table, dict]:
+                       greedy, max_pairs_per_prefix: int | None = None
+                       ) -> tuple[SelfJudgeAccuracy, GreedyOverrules, pa.Table, dict]:
     """Through the roles (`search.base.StepGenerator`, `PairwiseJudge`): the policy's greedy
     solution of each problem, w candidates (`sampling`, as the search samples) at each of its
     prefixes, and the judge's comparison of every discordant pair in both orders. Returns the
-    figures, the `pairwise_judgments`, and counts of prefixes and candidates."""
+    figures, the overrules of the greedy step, the `pairwise_judgments`, and counts of prefixes
+    and candidates."""
     solutions = generator.generate(problems, n=1, sampling=greedy)
     prefixes = own_prefixes(solutions, style)
     candidates = generator.expand(prefixes, w, sampling)
@@ -178,7 +241,8 @@ def measure_self_judge(generator, judge, style, problems: pa.Table, is_right: St
     judgments = (batches.validate(judge.compare(pairs), "pairwise_judgments", where="judge.compare")
                  if pairs.num_rows else batches.empty("pairwise_judgments"))
     counts = {"problems": problems.num_rows, "prefixes": prefixes.num_rows, "candidates": candidates.num_rows}
-    return self_judge_accuracy(judgments, right_of), judgments, counts
+    overrules = greedy_overrules(judgments, pairs, right_of, greedy_next_steps(solutions, prefixes))
+    return self_judge_accuracy(judgments, right_of), overrules, judgments, counts
 
 
 def judge_own_pairs(engine, style, candidates: pa.Table, is_right: StepLabeler, sampling,

@@ -27,7 +27,7 @@ def self_judge_eval_stage(run: Run, model_dir: str) -> StageResult:
         problems = problems.slice(0, r.evaluation.self_judge_problems)
     generator = run.roles.generator(model_dir)
     judge = run.roles.judge(pairwise_judge_dir(run))  # the model that judges the search's pairs
-    acc, judgments, counts = measure_self_judge(
+    acc, overrules, judgments, counts = measure_self_judge(
         generator, judge, run.task.style, problems, run.task.step_is_right, r.generator.candidates_per_step,
         r.generator.sampling, solution_sampling(run, 0.0))
     if acc.pairs == 0:
@@ -37,7 +37,10 @@ def self_judge_eval_stage(run: Run, model_dir: str) -> StageResult:
     metrics = {**counts, **{k: figures[k] for k in ("pairs", "judgments", "invalid")},
                "self_judge_accuracy": pct(acc.accuracy), "self_judge_accuracy_interval": figures["accuracy_interval"],
                "pair_accuracy": pct(acc.pair_accuracy), "position_consistency": pct(acc.position_consistency),
-               "slot_a_rate": pct(acc.slot_a_rate)}
+               "slot_a_rate": pct(acc.slot_a_rate),
+               # Where one step is the policy's greedy one: how often naming the other is right.
+               "overrules": overrules.overrules, "overrule_precision": pct(overrules.precision),
+               "greedy_mistakes_caught": pct(overrules.catch_rate), "greedy_mistakes": overrules.greedy_wrong}
     return StageResult(metrics=metrics, tables={"judgments": (judgments, "pairwise_judgments")})
 
 

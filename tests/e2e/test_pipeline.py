@@ -109,6 +109,7 @@ def test_psrlm_runs_every_stage_and_reports(micro_runs):
         assert judged["problems"] == 8 and judged["prefixes"] >= 8 and judged["candidates"] == 2 * judged["prefixes"]
         assert judged["judgments"] == 2 * judged["pairs"]
         assert judged["self_judge_accuracy"] is None if judged["pairs"] == 0 else percent(judged["self_judge_accuracy"])
+        assert judged["overrule_precision"] is None if judged["overrules"] == 0 else percent(judged["overrule_precision"])
     assert m["iterations"]["1"]["step_pairs"] == m["stages"]["iter_1/search"]["pairs"]
     # The SFT-spend control: M1's SFT continued (real DeepSpeed) for the step DPO's steps, then its
     # greedy pass@1 (real vLLM) beside M2's, with M2's difference from it.

@@ -8,7 +8,14 @@ import pytest
 from rprm_ray import batches, judging
 from rprm_ray.config import SamplingConfig
 from rprm_ray.engines.base import Completion
-from rprm_ray.evaluation.self_judge import discordant_pairs, judge_own_pairs, self_judge_accuracy
+from rprm_ray.evaluation.self_judge import (
+    discordant_pairs,
+    greedy_next_steps,
+    greedy_overrules,
+    judge_own_pairs,
+    own_prefixes,
+    self_judge_accuracy,
+)
 from rprm_ray.prompts import get_style
 from rprm_ray.tasks import arith
 
@@ -103,3 +110,27 @@ def test_judge_own_pairs_runs_the_searchs_judging_on_an_engine() -> None:
     assert judging.pairwise_counts(judgments).position_inconsistent == 0
     biased, _ = judge_own_pairs(TeacherJudge(biased=True), style, table, is_right, sampling)
     assert biased.accuracy == 0.5 and biased.position_consistency == 0.0 and biased.slot_a_rate == 1.0
+
+
+def test_overrules_of_the_greedy_step_are_counted_where_a_pair_holds_it() -> None:
+    """x: greedy 7*2=15 is wrong, so naming 14 overrules it rightly; z: greedy 7*2=14 is right,
+    so naming 16 overrules it wrongly; y's pair does not hold its greedy step (not counted)."""
+    table = _candidates({"x": ["7*2=15", "7*2=14"], "z": ["7*2=14", "7*2=16"], "y": ["7*2=14", "6*2=12"]})
+    pairs, right_of = discordant_pairs(table, is_right)
+    greedy = {"x": "7*2=15", "z": "7*2=14", "y": "7*2=13"}
+    judged = _judgments([
+        _row("x|0-1", 0, 1, "AB", 1), _row("x|0-1", 0, 1, "BA", 0),  # overrules once (right), keeps once
+        _row("z|0-1", 0, 1, "AB", 1), _row("z|0-1", 0, 1, "BA", 0, valid=False),  # overrules (wrong); invalid
+        _row("y|0-1", 0, 1, "AB", 1), _row("y|0-1", 0, 1, "BA", 1),
+    ])
+    o = greedy_overrules(judged, pairs, right_of, greedy)
+    assert (o.judgments, o.overrules, o.greedy_wrong, o.caught) == (3, 2, 2, 1)
+    assert o.precision == 0.5 and o.catch_rate == 0.5
+
+
+def test_the_greedy_next_step_of_each_prefix_comes_from_its_solution() -> None:
+    solutions = batches.from_rows([{"problem_id": "p", "sample_idx": 0, "question": "(3+4)*2", "text": "",
+                                    "steps": ["3+4=7", "7*2=14", "A:14"], "answer": None, "finished": True,
+                                    "correct": None}], "solutions")
+    prefixes = own_prefixes(solutions, get_style("compact"))
+    assert greedy_next_steps(solutions, prefixes) == {"p/0": "3+4=7", "p/1": "7*2=14", "p/2": "A:14"}

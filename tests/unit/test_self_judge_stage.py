@@ -65,6 +65,8 @@ def test_the_stage_measures_an_oracle_and_a_position_biased_judge(tmp_path) -> N
     assert m["pairs"] > 0 and m["judgments"] == 2 * m["pairs"] and m["invalid"] == 0
     assert m["self_judge_accuracy"] == 100.0 and m["position_consistency"] == 100.0 and m["slot_a_rate"] == 50.0
     assert m["self_judge_accuracy_interval"] == [100.0, 100.0]
+    # The greedy steps are all right: the oracle never overrules one.
+    assert m["overrules"] == 0 and m["overrule_precision"] is None and m["greedy_mistakes"] == 0
     judged = run.table("iter_0/self_judge_eval", "judgments", "pairwise_judgments")
     assert judged.num_rows == m["judgments"]
 
@@ -73,6 +75,7 @@ def test_the_stage_measures_an_oracle_and_a_position_biased_judge(tmp_path) -> N
     b = biased.stage("iter_0/self_judge_eval", lambda: self_judge_eval_stage(biased, "m1"))
     assert b["problems"] == 4 and b["self_judge_accuracy"] == 50.0 and b["slot_a_rate"] == 100.0
     assert b["position_consistency"] == 0.0 and b["pair_accuracy"] == 0.0
+    assert b["overrules"] > 0 and b["overrule_precision"] == 0.0  # slot A: the right greedy step half the time
     low, high = b["self_judge_accuracy_interval"]
     assert low == high == 50.0  # every pair scores one of two
 
