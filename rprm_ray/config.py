@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class RecipeError(ValueError):
@@ -472,7 +472,10 @@ class EvaluationConfig(_Strict):
     eval_problems: int | None = Field(None, ge=1)  # None: all of task.eval_problems
     bon_samples_per_prompt: list[int] = [1, 2, 4, 8]
     critiques_per_step: list[int] = [1, 2, 4, 8]  # F1 vs K
-    critique_temperature: float = Field(1.0, gt=0.0)  # sampling temperature of the F1-vs-K critiques
+    # Sampling temperature of the F1-vs-K critiques. A list: each half of an evaluation set's
+    # solutions uses the temperature that scores best (F1 at the largest K) on the other half
+    # (evaluation/cross_fit.py), so the curve is never tuned on the solutions it is reported on.
+    critique_temperature: float | list[float] = 1.0
     # psrlm: the self-judge's pairwise accuracy per iteration is measured on the policy's own
     # candidate steps for this many held-out problems (the first of the eval split); null: as many
     # as pass@1 uses; 0: not measured. Needs a world with step labels (arith).
@@ -480,6 +483,19 @@ class EvaluationConfig(_Strict):
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     processbench_files: list[Path] = []
     math_files: list[Path] = []
+
+    @field_validator("critique_temperature")
+    @classmethod
+    def _temperatures(cls, value: float | list[float]) -> float | list[float]:
+        values = value if isinstance(value, list) else [value]
+        if not values or any(t <= 0 for t in values) or len(set(values)) != len(values):
+            raise ValueError(f"critique_temperature must be a temperature > 0 or a list of distinct ones, not {value}")
+        return value
+
+    @property
+    def critique_temperatures(self) -> list[float]:
+        t = self.critique_temperature
+        return list(t) if isinstance(t, list) else [t]
 
 
 class ResourcesConfig(_Strict):

@@ -69,10 +69,13 @@ def collect(manifest: Manifest) -> dict[str, Any]:
 def _judge_figures(metrics: dict[str, Any], prefix: str, name: str) -> dict[str, Any]:
     """One evaluation set's judge figures from a judge_eval stage's metrics (`prefix`_f1, ...),
     named `name`f1, `name`error_acc, `name`correct_acc and `name`f1_at_k ({K: F1})."""
-    return {f"{name}f1": metrics[f"{prefix}_f1"], f"{name}error_acc": metrics[f"{prefix}_error_acc"],
-            f"{name}correct_acc": metrics[f"{prefix}_correct_acc"],
-            f"{name}f1_at_k": {k.rsplit("_k", 1)[1]: v for k, v in metrics.items()
-                               if k.startswith(f"{prefix}_f1_at_k")}}
+    figures = {f"{name}f1": metrics[f"{prefix}_f1"], f"{name}error_acc": metrics[f"{prefix}_error_acc"],
+               f"{name}correct_acc": metrics[f"{prefix}_correct_acc"],
+               f"{name}f1_at_k": {k.rsplit("_k", 1)[1]: v for k, v in metrics.items()
+                                  if k.startswith(f"{prefix}_f1_at_k")}}
+    if f"{prefix}_temperature_by_half" in metrics:  # the critique temperature, chosen per half on the other
+        figures[f"{name}temperature_by_half"] = metrics[f"{prefix}_temperature_by_half"]
+    return figures
 
 
 def iteration_rows(stages: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -307,6 +310,15 @@ def target_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _temperatures(judge: dict[str, Any], name: str) -> str:
+    """', T 0.5 / 1 per half, each chosen on the other half' where the temperature was chosen."""
+    used = judge.get(f"{name}temperature_by_half")
+    if not used:
+        return ""
+    return f", T {used[0]:g}" + (" chosen on the other half" if used[0] == used[1] else
+                                 f" / {used[1]:g} per half, each chosen on the other half")
+
+
 def _interval(diff: dict[str, float] | None) -> str:
     """'; difference +1.2, 95% CI [-1.5, +3.9]' (paired bootstrap over problems), or ''."""
     if not diff:
@@ -329,14 +341,15 @@ def headline_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append((f"judge first-error F1 after {phase.upper()} (K=1 greedy)",
                      f"{j['f1']:.1f} (error_acc {j['error_acc']:.1f}, correct_acc {j['correct_acc']:.1f})"))
         if j["f1_at_k"]:
-            rows.append((f"judge F1 vs K after {phase.upper()} (sampled)", _curve(j["f1_at_k"])))
+            rows.append((f"judge F1 vs K after {phase.upper()} (sampled{_temperatures(j, '')})",
+                         _curve(j["f1_at_k"])))
         if "own_f1" in j:
             rows.append((f"judge F1 on M1's own mistakes after {phase.upper()} (K=1 greedy)",
                          f"{j['own_f1']:.1f} (error_acc {j['own_error_acc']:.1f}, "
                          f"correct_acc {j['own_correct_acc']:.1f})"))
             if j["own_f1_at_k"]:
-                rows.append((f"judge F1 vs K on M1's own mistakes after {phase.upper()} (sampled)",
-                             _curve(j["own_f1_at_k"])))
+                rows.append((f"judge F1 vs K on M1's own mistakes after {phase.upper()} "
+                             f"(sampled{_temperatures(j, 'own_')})", _curve(j["own_f1_at_k"])))
     bon = summary.get("best_of_n")
     if bon:
         n = max(int(k) for k in bon["bon_min"])

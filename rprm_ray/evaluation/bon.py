@@ -100,15 +100,12 @@ def cross_fitted_aggregations(problems: Sequence[BonProblem], aggregations: Sequ
     the problems fall in two halves by position (even, odd), and each half uses the aggregation
     that scores best at `n` on the other half (ties: the earlier in `aggregations`). Returns the
     per-problem aggregation and the one each half uses. The accuracy over all problems with these
-    picks is an honest figure for "Best-of-N with its aggregation chosen on held-out data"."""
-    halves = (problems[0::2], problems[1::2])
+    picks is an honest figure for "Best-of-N with its aggregation chosen on held-out data"
+    (`evaluation.cross_fit`)."""
+    from rprm_ray.evaluation.cross_fit import cross_fitted_choice
 
-    def best_on(half: Sequence[BonProblem]) -> Aggregation:
-        return max(aggregations, key=lambda how: (sum(best_pick_correct(p, how, n) for p in half),
-                                                  -aggregations.index(how)))
-
-    used = (best_on(halves[1]), best_on(halves[0]))  # even problems use the odd half's choice
-    return [used[i % 2] for i in range(len(problems))], used
+    return cross_fitted_choice(problems, list(aggregations),
+                               lambda how, half: sum(best_pick_correct(p, how, n) for p in half))
 
 
 def smallest_n_within_budget(steps_at_n: dict[int, int], budget: int, slack: float = 0.02) -> int | None:

@@ -247,7 +247,8 @@ def eval_steps(run: Run) -> pa.Table:
 
 def judge_f1_stage(run: Run, model_dir: str, phase: str, k_curve: bool = True) -> StageResult:
     """Greedy K=1 F1 (the headline number), plus (k_curve) F1 vs K from K sampled critiques per
-    step (at evaluation.critique_temperature): the first K samples of one draw of max(K) give every
+    step (at evaluation.critique_temperature, or one chosen per half of the solutions on the other
+    half when it lists several: `_k_curve`): the first K samples of one draw of max(K) give every
     point of the curve. On the injected-error set (`{phase}_f1`, ...) and, where the run built it,
     on the policy's own mistakes (`{phase}_own_f1`, ...: stages/own_mistakes.py)."""
     from rprm_ray.stages.own_mistakes import own_steps
@@ -284,17 +285,62 @@ def _f1_on(run: Run, judge, steps: pa.Table, prefix: str, suffix: str, k_curve: 
               f"step_scores_greedy{suffix}": (step_scores, "step_scores")}
     ks = sorted(set(r.evaluation.critiques_per_step))
     if ks and k_curve:
-        sampled = SamplingConfig(temperature=r.evaluation.critique_temperature, top_p=1.0,
-                                 max_new_tokens=r.judge.sampling.max_new_tokens, seed=r.seed)
-        many = run.map_chunks(f"sampled{suffix}", steps, r.judge.steps_per_chunk,
-                              lambda chunk: {"critiques": judge.score_steps(chunk, k=max(ks), sampling=sampled)[0]},
-                              {"critiques": "critiques"})["critiques"]
-        tables[f"critiques_sampled{suffix}"] = (many, "critiques")
-        for k in ks:
-            subset = many.filter(pc.less(many.column("sample_idx"), k))
-            f1 = first_error_f1(steps, step_score_rows(subset, r.judge.score), r.evaluation.threshold)
-            metrics[f"{prefix}_f1_at_k{k}"] = f1["f1"]
+        temperatures = r.evaluation.critique_temperatures
+        sampled = {t: _sampled_critiques(run, judge, steps, t, max(ks), suffix + _temperature_tag(t, temperatures))
+                   for t in temperatures}
+        for t, many in sampled.items():
+            tables[f"critiques_sampled{suffix}{_temperature_tag(t, temperatures)}"] = (many, "critiques")
+        metrics.update(_k_curve(run, steps, sampled, ks, prefix))
     return metrics, tables
+
+
+def _temperature_tag(t: float, temperatures: list[float]) -> str:
+    """A sampled pass's name suffix: none with one temperature (the names runs have always used)."""
+    return "" if len(temperatures) == 1 else f"_t{t:g}"
+
+
+def _sampled_critiques(run: Run, judge, steps: pa.Table, temperature: float, k: int, name: str) -> pa.Table:
+    r = run.recipe
+    sampling = SamplingConfig(temperature=temperature, top_p=1.0, max_new_tokens=r.judge.sampling.max_new_tokens,
+                              seed=r.seed)
+    return run.map_chunks(f"sampled{name}", steps, r.judge.steps_per_chunk,
+                          lambda chunk: {"critiques": judge.score_steps(chunk, k=k, sampling=sampling)[0]},
+                          {"critiques": "critiques"})["critiques"]
+
+
+def _k_curve(run: Run, steps: pa.Table, sampled: dict[float, pa.Table], ks: list[int], prefix: str) -> dict:
+    """F1 at each K from the first K sampled critiques per step (`{prefix}_f1_at_k{K}`). With
+    several temperatures, each half of the solutions uses the one with the best F1 at the largest
+    K on the other half (`evaluation.cross_fit`): `{prefix}_temperature_by_half`, and each
+    temperature's F1 at the largest K over all solutions (`{prefix}_f1_by_temperature`, for
+    reading only: choosing from it would tune on the test set)."""
+    r = run.recipe
+    solution_ids = list(dict.fromkeys(steps.column("solution_id").to_pylist()))
+
+    def f1(critiques: pa.Table, k: int, solutions: list[str] | None = None) -> float:
+        subset = critiques.filter(pc.less(critiques.column("sample_idx"), k))
+        on = steps
+        if solutions is not None:
+            keep = pa.array(solutions, pa.string())
+            subset = subset.filter(pc.is_in(subset.column("solution_id"), keep))
+            on = steps.filter(pc.is_in(steps.column("solution_id"), keep))
+        return first_error_f1(on, step_score_rows(subset, r.judge.score), r.evaluation.threshold)["f1"]
+
+    if len(sampled) == 1:
+        [critiques] = sampled.values()
+        return {f"{prefix}_f1_at_k{k}": f1(critiques, k) for k in ks}
+    from rprm_ray.evaluation.cross_fit import cross_fitted_choice
+
+    per_solution, used = cross_fitted_choice(solution_ids, list(sampled),
+                                             lambda t, half: f1(sampled[t], max(ks), list(half)))
+    chosen = batches.concat([
+        many.filter(pc.is_in(many.column("solution_id"),
+                             pa.array([s for s, u in zip(solution_ids, per_solution, strict=True) if u == t],
+                                      pa.string())))
+        for t, many in sampled.items()], "critiques")
+    return {**{f"{prefix}_f1_at_k{k}": f1(chosen, k) for k in ks},
+            f"{prefix}_temperature_by_half": list(used),
+            f"{prefix}_f1_by_temperature": {f"{t:g}": f1(many, max(ks)) for t, many in sampled.items()}}
 
 
 # ---- DPO on the judge's own critiques (A5) ------------------------------------------------

@@ -168,6 +168,7 @@ def test_the_judge_on_the_policys_own_mistakes_is_reported_and_checked() -> None
         return m
 
     stages = {"iter_0/judge_eval_sft": phase("sft", 95.0, 70.0), "iter_0/judge_eval_dpo": phase("dpo", 95.0, 72.5, 75.0)}
+    stages["iter_0/judge_eval_dpo"]["dpo_own_temperature_by_half"] = [0.5, 1.0]  # chosen per half on the other
 
     class _Manifest:  # what collect reads of a run's manifest
         data = {"stages": {k: {"metrics": v} for k, v in stages.items()}}
@@ -183,7 +184,9 @@ def test_the_judge_on_the_policys_own_mistakes_is_reported_and_checked() -> None
     assert targets["judge F1 on the policy's own mistakes: K=8 sampled > greedy K=1"] == "met: 75.0 vs 72.5"
     rows = dict(report.headline_rows(summary))
     assert rows["judge F1 on M1's own mistakes after SFT (K=1 greedy)"] == "70.0 (error_acc 65.0, correct_acc 75.0)"
-    assert rows["judge F1 vs K on M1's own mistakes after DPO (sampled)"] == "K=1: 71.5, K=8: 75.0"
+    assert rows["judge F1 vs K on M1's own mistakes after DPO (sampled, T 0.5 / 1 per half, each chosen on the "
+                "other half)"] == "K=1: 71.5, K=8: 75.0"
+    assert "judge F1 vs K after DPO (sampled)" in rows  # the injected set's temperature was not chosen
 
 
 def test_best_of_n_figures_use_the_aggregation_chosen_on_the_other_half() -> None:
