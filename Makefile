@@ -50,12 +50,10 @@ test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # Every benchmark at full size, each one's figure in a closing summary (bench/README.md). Those that
-# read a finished run use BENCH_RUN, by default the last run directory with a report in name order
-# (demo runs are named by their start time).
-BENCH_RUN ?= $(patsubst %/metrics.json,%,$(lastword $(sort $(wildcard runs/*/metrics.json))))
+# read a finished run use BENCH_RUN, by default the guided run under runs/ that finished last.
+BENCH_RUN ?=
 bench: setup
-	@test -n "$(BENCH_RUN)" || { echo "make bench: no finished run under runs/; run make demo first, or give BENCH_RUN=runs/<name>"; exit 2; }
-	$(PY) scripts/bench_all.py --run $(BENCH_RUN)
+	$(PY) scripts/bench_all.py $(if $(BENCH_RUN),--run $(BENCH_RUN))
 
 lint: setup
 	$(VENV)/bin/ruff check rprm_ray actors tests bench

@@ -1,9 +1,11 @@
 """Run every benchmark in bench/ and print the line that carries each one's figure (`make bench`).
 
-    python scripts/bench_all.py --run runs/<a finished guided run> [--smoke] [--only NAME ...]
+    python scripts/bench_all.py [--run runs/<a finished guided run>] [--psrlm-run runs/<psrlm run>]
+        [--smoke] [--only NAME ...]
 
-Benchmarks that read a finished run get `--run` (or its M1 via `--model`); the rest build what
-they need. At full size the whole set takes an hour or more on a 2-core machine; `--smoke` runs
+Benchmarks that read a finished run get `--run` (default: the guided run under runs/ that
+finished last), or its M1 via `--model`; psrlm_seeds' smoke reruns `--psrlm-run`; the rest build
+what they need. At full size the whole set takes an hour or more on a 2-core machine; `--smoke` runs
 each at its smallest size (what `make test` does). Exit status: the number of benchmarks that
 failed or printed no result line.
 """
@@ -111,6 +113,19 @@ def environment() -> dict[str, str]:
     return env
 
 
+def latest_run(mode: str, root: Path = ROOT / "runs") -> Path | None:
+    """The run of `mode` under `root` with a report (metrics.json) that finished last, or None."""
+    found = []
+    for metrics in root.glob("*/metrics.json"):
+        try:
+            recipe = json.loads((metrics.parent / "manifest.json").read_text())["recipe"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if recipe.get("loop", {}).get("mode") == mode:
+            found.append((metrics.stat().st_mtime, metrics.parent))
+    return max(found)[1] if found else None
+
+
 def result_lines(script: str, stdout: str) -> list[str]:
     pattern = RESULT.get(script)
     return [m.group(0).strip() for m in re.finditer(pattern, stdout)] if pattern else []
@@ -118,12 +133,14 @@ def result_lines(script: str, stdout: str) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, default=None, help="a finished guided run directory")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="a finished guided run directory (default: the guided run under runs/ that finished last)")
     parser.add_argument("--psrlm-run", type=Path, default=None,
                         help="a finished psrlm run (only --smoke reads one: psrlm_seeds reruns it)")
     parser.add_argument("--smoke", action="store_true", help="each benchmark at its smallest size")
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="these scripts only")
     args = parser.parse_args()
+    args.run = args.run or latest_run("guided")
     for run in (args.run, args.psrlm_run):
         if run is not None and not (run / "manifest.json").is_file():
             raise SystemExit(f"{run}: not a run directory (no manifest.json)")
