@@ -39,12 +39,16 @@ def policy_sft_stage(run: Run) -> StageResult:
                               "; a dataset task needs a teacher (models.teacher.kind vllm or openai) and "
                               "labeled steps") + "; or set bootstrap.pairwise_judge_examples: 0 to accept that")
         table = batches.concat([table, eft], "sft_examples")
+    worked = r.bootstrap.worked_step_examples if r.loop.mode == "psrlm" else 0
+    if worked:
+        table = batches.concat([table, run.task.worked_step_sft(train, worked, r.task.seed)], "sft_examples")
     key = cache_key("policy-sft", r.loop.mode, r.task.model_dump(mode="json"),
                     r.models.policy.model_dump(mode="json"), r.trainer.sft_fingerprint(),
                     r.bootstrap.policy_sft_steps, r.bootstrap.pairwise_judge_examples, r.seed,
                     # psrlm's rows hold judge prompts: their format is part of what was trained.
                     *([r.distinct_judge_prompts, PAIRWISE_FORMAT] if r.loop.mode == "psrlm" else []),
-                    *([r.search_pool_problems] if r.search_pool_problems else []))
+                    *([r.search_pool_problems] if r.search_pool_problems else []),
+                    *([worked] if worked else []))
     out, metrics = cached_sft(run, key, base_model(run, "policy"), table, r.bootstrap.policy_sft_steps,
                               "policy-sft")
     pool = ({"problems": train.num_rows, "search_pool_problems": r.search_pool_problems}

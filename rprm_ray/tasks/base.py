@@ -57,6 +57,11 @@ class Task(ABC):
     def pairwise_sft(self, problems: pa.Table, num_examples: int, seed: int) -> pa.Table:
         """`sft_examples` (kind "pairwise"): PSRLM EFT-style pairwise judge examples."""
 
+    def worked_step_sft(self, problems: pa.Table, num_examples: int, seed: int) -> pa.Table:
+        """`sft_examples` (kind "worked_step"): the judge's own worked step alone, from the
+        context (`bootstrap.worked_step_examples`); only a world that works steps out (arith)."""
+        raise NotImplementedError(f"task {type(self).__name__} writes no worked-step examples")
+
     @abstractmethod
     def grade(self, question: str, reference: str | None, answer: str | None) -> bool:
         """Is `answer` (as style.extract_answer returns it) the right final answer?"""

@@ -302,6 +302,23 @@ def test_labeled_steps_table_is_a_processbench_expansion(splits) -> None:
     assert all(r["label"] for r in arith.labeled_steps_table(problems[:20], 7, 0.0).to_pylist())
 
 
+def test_worked_step_rows_are_the_judgments_first_line_from_the_context_alone(splits) -> None:
+    table = arith.worked_step_table(splits[0][:20], seed=0, num_examples=45)
+    validate(table, "sft_examples")
+    rows = table.to_pylist()
+    assert len(rows) == 45 and {r["kind"] for r in rows} == {"worked_step"}
+    injected = 0
+    for r in rows:
+        lines = r["prompt"].rstrip("\n").split("\n")
+        question, prefix = lines[0][2:], [x[2:] for x in lines if x.startswith("P:")]
+        # Exactly the line a pairwise judgment opens with after the same context.
+        assert r["completion"] == "R:" + arith.worked_step(arith.expected_step(question, prefix)) + "\n"
+        problem = next(p for p in splits[0] if p.question == question)
+        injected += prefix != list(problem.steps[:len(prefix)])
+    assert 0 < injected < 45  # some prefixes carry an injected error, judged as written
+    assert arith.worked_step_table(splits[0][:20], seed=0, num_examples=45).equals(table)
+
+
 def test_pairwise_sft_table_has_both_orders_with_the_right_winner(splits) -> None:
     table = arith.pairwise_sft_table(splits[0][:50], seed=0, num_examples=101)
     validate(table, "sft_examples")

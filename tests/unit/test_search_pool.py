@@ -91,6 +91,21 @@ def test_m1s_sft_stage_trains_on_the_rest_only_with_j_judge_prompts(tmp_path, mo
     assert result.metrics["search_pool_problems"] == 18 and result.metrics["problems"] == 22
 
 
+def test_worked_step_rows_join_m1s_rows_and_its_key(tmp_path, monkeypatch):
+    plain = _m1_stage(_run(tmp_path / "a", mode="psrlm"), tmp_path, monkeypatch)[0]
+    run = _run(tmp_path / "b", mode="psrlm")
+    run.recipe = run.recipe.model_copy(update={"bootstrap": run.recipe.bootstrap.model_copy(
+        update={"worked_step_examples": 30})})
+    seen = _m1_stage(run, tmp_path, monkeypatch)[0]
+    kinds = [r["kind"] for r in seen["table"].to_pylist()]
+    assert kinds.count("worked_step") == 30 and seen["table"].num_rows == plain["table"].num_rows + 30
+    assert seen["key"] != plain["key"]
+    worked = [r for r in seen["table"].to_pylist() if r["kind"] == "worked_step"]
+    assert {r["example_id"].split("/")[1] for r in worked} <= set(_ids(m1_problems(run)))  # never the pool
+    with pytest.raises(ValueError, match="worked_step_examples"):
+        Recipe.model_validate({"loop": {"mode": "guided"}, "bootstrap": {"worked_step_examples": 5}})
+
+
 def _m1_stage(run, tmp_path, monkeypatch) -> tuple[dict, object]:
     from rprm_ray.stages import policy
 
