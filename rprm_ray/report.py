@@ -103,7 +103,7 @@ def iteration_rows(stages: dict[str, Any]) -> dict[str, dict[str, Any]]:
         elif name == "self_judge_eval":
             row.update({k: m.get(k) for k in ("self_judge_accuracy", "self_judge_accuracy_interval",
                                               "position_consistency", "pair_accuracy", "overrules",
-                                              "overrule_precision")})
+                                              "overrule_precision", "own_step_accuracy", "greedy_step_accuracy")})
             row["self_judge_pairs"] = m.get("pairs")
     out = {k: rows[k] for k in sorted(rows, key=int) if "pass@1" in rows[k] or "self_judge_accuracy" in rows[k]}
     return out if len(out) > 1 or any("self_judge_accuracy" in r for r in out.values()) else {}
@@ -126,6 +126,9 @@ def iteration_table_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         if row.get("overrule_precision") is not None:
             parts.append(f"overrules of its greedy step right {row['overrule_precision']:.1f}% "
                          f"of {row['overrules']}")
+        if row.get("own_step_accuracy") is not None:
+            parts.append(f"its own worked step right {row['own_step_accuracy']:.1f}% where its greedy step "
+                         f"is {row['greedy_step_accuracy']:.1f}%")
         if row.get("step_pairs") is not None:
             parts.append(f"from {row['step_pairs']} step pairs of {row['searched_problems']} searched problems "
                          f"({row['rollbacks']} rollbacks)")

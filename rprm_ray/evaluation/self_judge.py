@@ -13,6 +13,8 @@ it names the right step, and an invalid judgment (no single `[[A]]`/`[[B]]`) is 
   in both orders (`judging.pairwise_counts`' rate);
 - slot-A rate: valid judgments naming slot A / valid judgments (0.5 for a judge without position
   bias, since every pair is shown both ways);
+- own step against greedy step (`OwnStepAccuracy`): at the judged prefixes, how often the step the
+  judge works out for itself (its `R:` line) is right, beside the policy's greedy step there;
 - overrule precision (`GreedyOverrules`): of the valid judgments of pairs holding the policy's own
   greedy next step, those naming the other step, and how often that step is the right one. Only
   these judgments can change greedy decoding through step DPO.
@@ -199,6 +201,48 @@ def greedy_overrules(judgments: pa.Table, pairs: pa.Table, right_of: dict[str, i
     return GreedyOverrules(judgments=counted, overrules=overrules, greedy_wrong=greedy_wrong, caught=caught)
 
 
+@dataclass(frozen=True)
+class OwnStepAccuracy:
+    """At the prefixes whose candidate pairs the judge compared: how often the step it works out
+    for itself (the compact judge's `R:` line, which its verdicts follow) is right, beside how
+    often the policy's own greedy step there is right. A self-judge can only improve on its
+    policy where its own step is the better of the two."""
+
+    prefixes: int
+    own_right: int
+    greedy_right: int
+
+    @property
+    def own_accuracy(self) -> float | None:
+        return self.own_right / self.prefixes if self.prefixes else None
+
+    @property
+    def greedy_accuracy(self) -> float | None:
+        return self.greedy_right / self.prefixes if self.prefixes else None
+
+
+def own_step_accuracy(judgments: pa.Table, pairs: pa.Table, greedy_next: dict[str, str], is_right: StepLabeler,
+                      read_own_step: Callable[[str], str | None]) -> OwnStepAccuracy | None:
+    """`OwnStepAccuracy` over the original prefixes (of `greedy_next`, which have a greedy next
+    step) of the judged pairs; the judge's own step is read from the first judgment of each
+    prefix (greedy: every judgment of a prefix opens with the same line). None when
+    `read_own_step` finds no such line in any judgment."""
+    context = {r["prefix_id"].rsplit("|", 1)[0]: (r["question"], list(r["prefix_steps"])) for r in pairs.to_pylist()}
+    own: dict[str, str | None] = {}
+    for row in judgments.to_pylist():
+        prefix_id = row["prefix_id"].rsplit("|", 1)[0]
+        if prefix_id in greedy_next and prefix_id not in own:
+            own[prefix_id] = read_own_step(row["judgment"])
+    if not any(step is not None for step in own.values()):
+        return None
+    own_right = greedy_right = 0
+    for prefix_id, step in own.items():
+        question, prefix = context[prefix_id]
+        own_right += step is not None and is_right(question, prefix, step)
+        greedy_right += is_right(question, prefix, greedy_next[prefix_id])
+    return OwnStepAccuracy(prefixes=len(own), own_right=own_right, greedy_right=greedy_right)
+
+
 def greedy_next_steps(solutions: pa.Table, prefixes: pa.Table) -> dict[str, str]:
     """{prefix_id: the greedy solution's next step} for `own_prefixes`' prefixes of `solutions`
     (a prefix past the solution's last step has none)."""
@@ -227,13 +271,14 @@ def own_prefixes(solutions: pa.Table, style) -> pa.Table:
 
 
 def measure_self_judge(generator, judge, style, problems: pa.Table, is_right: StepLabeler, w: int, sampling,
-                       greedy, max_pairs_per_prefix: int | None = None
-                       ) -> tuple[SelfJudgeAccuracy, GreedyOverrules, pa.Table, dict]:
+                       greedy, max_pairs_per_prefix: int | None = None,
+                       read_own_step: Callable[[str], str | None] | None = None
+                       ) -> tuple[SelfJudgeAccuracy, GreedyOverrules, OwnStepAccuracy | None, pa.Table, dict]:
     """Through the roles (`search.base.StepGenerator`, `PairwiseJudge`): the policy's greedy
     solution of each problem, w candidates (`sampling`, as the search samples) at each of its
     prefixes, and the judge's comparison of every discordant pair in both orders. Returns the
-    figures, the overrules of the greedy step, the `pairwise_judgments`, and counts of prefixes
-    and candidates."""
+    figures, the overrules of the greedy step, the judge's own step against the greedy one (with
+    `read_own_step`, else None), the `pairwise_judgments`, and counts of prefixes and candidates."""
     solutions = generator.generate(problems, n=1, sampling=greedy)
     prefixes = own_prefixes(solutions, style)
     candidates = generator.expand(prefixes, w, sampling)
@@ -241,8 +286,10 @@ def measure_self_judge(generator, judge, style, problems: pa.Table, is_right: St
     judgments = (batches.validate(judge.compare(pairs), "pairwise_judgments", where="judge.compare")
                  if pairs.num_rows else batches.empty("pairwise_judgments"))
     counts = {"problems": problems.num_rows, "prefixes": prefixes.num_rows, "candidates": candidates.num_rows}
-    overrules = greedy_overrules(judgments, pairs, right_of, greedy_next_steps(solutions, prefixes))
-    return self_judge_accuracy(judgments, right_of), overrules, judgments, counts
+    greedy_next = greedy_next_steps(solutions, prefixes)
+    overrules = greedy_overrules(judgments, pairs, right_of, greedy_next)
+    own = own_step_accuracy(judgments, pairs, greedy_next, is_right, read_own_step) if read_own_step else None
+    return self_judge_accuracy(judgments, right_of), overrules, own, judgments, counts
 
 
 def judge_own_pairs(engine, style, candidates: pa.Table, is_right: StepLabeler, sampling,

@@ -27,9 +27,9 @@ def self_judge_eval_stage(run: Run, model_dir: str) -> StageResult:
         problems = problems.slice(0, r.evaluation.self_judge_problems)
     generator = run.roles.generator(model_dir)
     judge = run.roles.judge(pairwise_judge_dir(run))  # the model that judges the search's pairs
-    acc, overrules, judgments, counts = measure_self_judge(
+    acc, overrules, own, judgments, counts = measure_self_judge(
         generator, judge, run.task.style, problems, run.task.step_is_right, r.generator.candidates_per_step,
-        r.generator.sampling, solution_sampling(run, 0.0))
+        r.generator.sampling, solution_sampling(run, 0.0), read_own_step=run.task.judges_own_step)
     if acc.pairs == 0:
         run.say(f"note: no pair of the policy's own candidates had exactly one right step ({counts}); "
                 "the self-judge's accuracy is not measured at this iteration")
@@ -41,6 +41,9 @@ def self_judge_eval_stage(run: Run, model_dir: str) -> StageResult:
                # Where one step is the policy's greedy one: how often naming the other is right.
                "overrules": overrules.overrules, "overrule_precision": pct(overrules.precision),
                "greedy_mistakes_caught": pct(overrules.catch_rate), "greedy_mistakes": overrules.greedy_wrong}
+    if own is not None:  # the judge's own worked step against the policy's greedy step, same prefixes
+        metrics.update({"own_step_accuracy": pct(own.own_accuracy), "greedy_step_accuracy": pct(own.greedy_accuracy),
+                        "judged_prefixes": own.prefixes})
     return StageResult(metrics=metrics, tables={"judgments": (judgments, "pairwise_judgments")})
 
 

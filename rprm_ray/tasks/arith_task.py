@@ -69,6 +69,10 @@ class ArithTask(Task):
         # The world's one right next step, written as the reference solutions write it.
         return step.strip() == arith.expected_step(question, list(previous_steps))
 
+    def judges_own_step(self, judgment: str) -> str | None:
+        first = judgment.split("\n", 1)[0].strip()
+        return arith.unworked_step(first[2:]) if first.startswith("R:") else None
+
     @property
     def has_programmatic_teacher(self) -> bool:
         return True

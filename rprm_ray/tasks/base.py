@@ -81,6 +81,11 @@ class Task(ABC):
         self-judge's accuracy on the policy's own candidates)."""
         raise TaskError(f"task.kind {self.kind!r} has no programmatic step labels")
 
+    def judges_own_step(self, judgment: str) -> str | None:
+        """The step a judgment works out for itself before it compares (the compact judge's `R:`
+        line, unworked), for evaluation only; None where the format has no such line."""
+        return None
+
     @abstractmethod
     def teacher_critique(self, question: str, previous_steps: list[str], now_step: str) -> str:
         """A teacher critique ending in the verdict line; raises TaskError where there is none."""

@@ -110,6 +110,8 @@ def test_psrlm_runs_every_stage_and_reports(micro_runs):
         assert judged["judgments"] == 2 * judged["pairs"]
         assert judged["self_judge_accuracy"] is None if judged["pairs"] == 0 else percent(judged["self_judge_accuracy"])
         assert judged["overrule_precision"] is None if judged["overrules"] == 0 else percent(judged["overrule_precision"])
+        if "own_step_accuracy" in judged:  # some judgment opened with a readable R line
+            assert percent(judged["own_step_accuracy"]) and percent(judged["greedy_step_accuracy"])
     assert m["iterations"]["1"]["step_pairs"] == m["stages"]["iter_1/search"]["pairs"]
     # The SFT-spend control: M1's SFT continued (real DeepSpeed) for the step DPO's steps, then its
     # greedy pass@1 (real vLLM) beside M2's, with M2's difference from it.

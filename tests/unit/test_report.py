@@ -123,7 +123,7 @@ def _psrlm_stages() -> dict:
     def self_judge(acc):
         return {"self_judge_accuracy": acc, "self_judge_accuracy_interval": [acc - 4, acc + 4], "pairs": 200,
                 "position_consistency": 90.0, "pair_accuracy": acc - 5, "overrules": 40,
-                "overrule_precision": acc - 30}
+                "overrule_precision": acc - 30, "own_step_accuracy": 70.0, "greedy_step_accuracy": 80.0}
 
     return {"iter_0/data": {}, "iter_0/policy_sft": {"loss_last": 0.1}, "iter_0/policy_eval": pass_at_1(80.0),
             "iter_0/self_judge_eval": self_judge(90.0),
@@ -144,7 +144,8 @@ def test_psrlm_iterations_are_tabled_per_model_and_checked_against_their_targets
                "pass@1_per_iteration": {"0": 80.0, "1": 81.0, "2": 79.5}, "pass@1_M1": 80.0, "pass@1_final": 79.5}
     lines = dict(report.iteration_table_rows(summary))
     assert lines["M1 (SFT)"] == ("pass@1 80.0%; self-judge 90.0% [86.0, 94.0] on 200 own pairs, "
-                                 "position-consistent 90.0%; overrules of its greedy step right 60.0% of 40")
+                                 "position-consistent 90.0%; overrules of its greedy step right 60.0% of 40; "
+                                 "its own worked step right 70.0% where its greedy step is 80.0%")
     assert lines["M3"].startswith("pass@1 79.5% (-0.5 vs M1, CI [-3.5, +2.5]); self-judge 88.0%")
     assert lines["M3"].endswith("from 610 step pairs of 256 searched problems (20 rollbacks)")
     targets = dict(report.target_rows(summary))

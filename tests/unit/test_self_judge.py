@@ -134,3 +134,23 @@ def test_the_greedy_next_step_of_each_prefix_comes_from_its_solution() -> None:
                                     "correct": None}], "solutions")
     prefixes = own_prefixes(solutions, get_style("compact"))
     assert greedy_next_steps(solutions, prefixes) == {"p/0": "3+4=7", "p/1": "7*2=14", "p/2": "A:14"}
+
+
+def test_the_judges_own_step_is_set_beside_the_greedy_step_at_each_judged_prefix() -> None:
+    from rprm_ray.evaluation.self_judge import own_step_accuracy
+    from rprm_ray.tasks.arith_task import ArithTask
+
+    read = ArithTask.judges_own_step
+    table = _candidates({"x": ["7*2=15", "7*2=14"], "z": ["7*2=14", "7*2=16"]})
+    pairs, _ = discordant_pairs(table, is_right)
+    r_right, r_wrong = "R:" + arith.worked_step("7*2=14"), "R:" + arith.worked_step("7*2=16")
+    judged = _judgments([
+        {**_row("x|0-1", 0, 1, "AB", 1), "judgment": f"{r_right}\na:7*2=15\nb:7*2=14\n[[B]]"},
+        {**_row("x|0-1", 0, 1, "BA", 1), "judgment": f"{r_right}\na:7*2=14\nb:7*2=15\n[[A]]"},
+        {**_row("z|0-1", 0, 1, "AB", 1), "judgment": f"{r_wrong}\na:7*2=14\nb:7*2=16\n[[B]]"},
+    ])
+    own = own_step_accuracy(judged, pairs, {"x": "7*2=15", "z": "7*2=14"}, is_right, lambda j: read(None, j))
+    # x: its own step right, greedy wrong; z: its own step wrong, greedy right.
+    assert (own.prefixes, own.own_right, own.greedy_right) == (2, 1, 1) and own.own_accuracy == 0.5
+    assert own_step_accuracy(judged, pairs, {"x": "7*2=15"}, is_right, lambda j: None) is None
+    assert read(None, "[[A]]") is None and read(None, "R:A:14\na:A:14") == "A:14"
