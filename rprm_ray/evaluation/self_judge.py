@@ -66,6 +66,10 @@ def discordant_pairs(candidates: pa.Table, is_right: StepLabeler,
     return out, right_of
 
 
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
 @dataclass(frozen=True)
 class SelfJudgeAccuracy:
     pairs: int
@@ -81,20 +85,19 @@ class SelfJudgeAccuracy:
 
     @property
     def accuracy(self) -> float | None:
-        return self.right / self.judgments if self.judgments else None
+        return _share(self.right, self.judgments)
 
     @property
     def pair_accuracy(self) -> float | None:
-        return self.both_orders_right / self.pairs if self.pairs else None
+        return _share(self.both_orders_right, self.pairs)
 
     @property
     def position_consistency(self) -> float | None:
-        return self.consistent / self.consistent_checked if self.consistent_checked else None
+        return _share(self.consistent, self.consistent_checked)
 
     @property
     def slot_a_rate(self) -> float | None:
-        valid = self.judgments - self.invalid
-        return self.slot_a / valid if valid else None
+        return _share(self.slot_a, self.judgments - self.invalid)
 
     def accuracy_interval(self, level: float = 0.95) -> tuple[float, float] | None:
         """Bootstrap interval of the accuracy in percent, resampling pairs (a pair's two orders
@@ -171,11 +174,11 @@ class GreedyOverrules:
 
     @property
     def precision(self) -> float | None:
-        return self.caught / self.overrules if self.overrules else None
+        return _share(self.caught, self.overrules)
 
     @property
     def catch_rate(self) -> float | None:
-        return self.caught / self.greedy_wrong if self.greedy_wrong else None
+        return _share(self.caught, self.greedy_wrong)
 
 
 def greedy_overrules(judgments: pa.Table, pairs: pa.Table, right_of: dict[str, int],
@@ -214,11 +217,11 @@ class OwnStepAccuracy:
 
     @property
     def own_accuracy(self) -> float | None:
-        return self.own_right / self.prefixes if self.prefixes else None
+        return _share(self.own_right, self.prefixes)
 
     @property
     def greedy_accuracy(self) -> float | None:
-        return self.greedy_right / self.prefixes if self.prefixes else None
+        return _share(self.greedy_right, self.prefixes)
 
 
 def own_step_accuracy(judgments: pa.Table, pairs: pa.Table, greedy_next: dict[str, str], is_right: StepLabeler,
