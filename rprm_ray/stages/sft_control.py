@@ -5,10 +5,10 @@ Control model C(k+1) = C(k) (C1 = M1) trained by SFT on M1's own training rows f
 optimizer steps as iteration k's step DPO took, each step `trainer.global_batch_size` rows, at
 the step DPO's peak learning rate and schedule (`loop.step_dpo_lr`, else `trainer.dpo_lr`): only
 the objective differs, SFT on known-good data instead of DPO on self-judged pairs. (At the SFT's
-own peak rate, 2e-3, a restart from the converged M1 measures the restart: on the tiny psrlm
-recipe 42 such steps took M1 from 86.0 to 66.25.) Each iteration draws its rows with another
-seed, so the control does not replay the same rows. It reads no label and no search: only M1's
-data and the step count.
+own peak rate, 2e-3, a restart from the converged M1 measures the restart: with the tiny psrlm
+recipe's earlier M1, 42 such steps took it from 86.0 to 66.25.) Each iteration draws its rows
+with another seed, so the control does not replay the same rows. It reads no label and no
+search: only M1's data and the step count.
 """
 
 from __future__ import annotations
