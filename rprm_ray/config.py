@@ -417,8 +417,8 @@ class LoopConfig(_Strict):
     # A control for the iterations' gain (guided and psrlm): after iteration k, M1's SFT is
     # continued from the previous control model for as many optimizer steps as that iteration's
     # step DPO took, at its learning rate, on M1's own training rows, and scored by pass@1 beside
-    # M(k+1). A
-    # self-rewarding gain counts only beyond this control's (stages iter_k/sft_control{,_eval}).
+    # M(k+1). A self-rewarding gain counts only beyond this control's (stages
+    # iter_k/sft_control{,_eval}).
     sft_control: bool = False
     # Guided mode: a step pair needs best score - worst score >= this. 0 pairs any difference (the
     # papers); the tiny judge's P(Yes) is nearly binary, so a gap of 0.00001 is two accepted steps.

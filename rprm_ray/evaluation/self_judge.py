@@ -66,6 +66,11 @@ def discordant_pairs(candidates: pa.Table, is_right: StepLabeler,
     return out, right_of
 
 
+def _prefix_of(pair_id: str) -> str:
+    """The prefix a `discordant_pairs` pair was drawn at (its id is `<prefix_id>|<a>-<b>`)."""
+    return pair_id.rsplit("|", 1)[0]
+
+
 def _share(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
@@ -188,7 +193,7 @@ def greedy_overrules(judgments: pa.Table, pairs: pa.Table, right_of: dict[str, i
     {prefix_id: step}; the pairs' ids are `<prefix_id>|<a>-<b>`)."""
     greedy_id: dict[str, int] = {}
     for row in pairs.to_pylist():
-        prefix_id = row["prefix_id"].rsplit("|", 1)[0]
+        prefix_id = _prefix_of(row["prefix_id"])
         if prefix_id in greedy_next and row["step"].strip() == greedy_next[prefix_id].strip():
             greedy_id[row["prefix_id"]] = row["candidate_id"]
     counted = overrules = greedy_wrong = caught = 0
@@ -230,10 +235,10 @@ def own_step_accuracy(judgments: pa.Table, pairs: pa.Table, greedy_next: dict[st
     step) of the judged pairs; the judge's own step is read from the first judgment of each
     prefix (greedy: every judgment of a prefix opens with the same line). None when
     `read_own_step` finds no such line in any judgment."""
-    context = {r["prefix_id"].rsplit("|", 1)[0]: (r["question"], list(r["prefix_steps"])) for r in pairs.to_pylist()}
+    context = {_prefix_of(r["prefix_id"]): (r["question"], list(r["prefix_steps"])) for r in pairs.to_pylist()}
     own: dict[str, str | None] = {}
     for row in judgments.to_pylist():
-        prefix_id = row["prefix_id"].rsplit("|", 1)[0]
+        prefix_id = _prefix_of(row["prefix_id"])
         if prefix_id in greedy_next and prefix_id not in own:
             own[prefix_id] = read_own_step(row["judgment"])
     if not any(step is not None for step in own.values()):

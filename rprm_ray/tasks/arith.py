@@ -678,6 +678,13 @@ def labeled_steps_table(problems: list[ArithProblem], seed: int, error_rate: flo
     return from_rows(rows, "labeled_steps")
 
 
+def _judged_prefix(problem: ArithProblem, rng: random.Random) -> list[str]:
+    """A prefix of the reference solution, or half the time of an injected-error one, so a
+    judgment stays local to the prefix as written."""
+    steps = inject_error(problem, rng).steps if rng.random() < 0.5 else list(problem.steps)
+    return steps[:rng.randrange(len(steps))]
+
+
 def worked_step_table(problems: list[ArithProblem], seed: int, num_examples: int,
                       style: CompactStyle = STYLE) -> pa.Table:
     """The judge's first line alone: its own worked step (`R:`), written from the context only, as
@@ -690,9 +697,7 @@ def worked_step_table(problems: list[ArithProblem], seed: int, num_examples: int
     rows = []
     for j in range(num_examples):
         p = problems[j % len(problems)]
-        rng = _problem_rng(seed, f"worked-{j}", p.problem_id)
-        steps = inject_error(p, rng).steps if rng.random() < 0.5 else list(p.steps)
-        prefix = steps[:rng.randrange(len(steps))]
+        prefix = _judged_prefix(p, _problem_rng(seed, f"worked-{j}", p.problem_id))
         rows.append({"example_id": f"worked_step/{p.problem_id}/{j}", "kind": "worked_step",
                      "prompt": style.pairwise_prompt(p.question, prefix, "", ""),
                      "completion": f"R:{worked_step(_expected(p.question, prefix).step or '-')}\n"})
@@ -713,9 +718,7 @@ def pairwise_sft_table(problems: list[ArithProblem], seed: int, num_examples: in
     for j in range(n_pairs):
         p = problems[j % len(problems)]
         rng = _problem_rng(seed, f"pairwise-{j}", p.problem_id)
-        steps = inject_error(p, rng).steps if rng.random() < 0.5 else list(p.steps)
-        k = rng.randrange(len(steps))
-        prefix = steps[:k]
+        prefix = _judged_prefix(p, rng)
         right = expected_step(p.question, prefix)
         wrong, _ = corrupt_step(rng, p.question, prefix)
         assert right is not None
