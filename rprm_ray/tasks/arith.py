@@ -465,12 +465,13 @@ def aligned_pairs(expected: str, claimed: str) -> str:
 
 
 def worked_digits(a: int, op: str, b: int) -> str | None:
-    """`a op b` worked from the units digit up: each result digit followed by the carry (or
-    borrow) it passes on. `worked_digits(122, "-", 65) == "71 51 00"` (57). A product also
-    states each digit's product and the carry it adds, `digit*b=product+carry_in=` before the
-    result digit and carry: `worked_digits(86, "*", 7) == "6*7=42+0=24 8*7=56+4=06"` (602: the
-    last carry leads). A difference below zero is worked as `b - a`. None for negative operands
-    or a product without a one-digit factor."""
+    """`a op b` worked from the units digit up: for each digit what it combines, `=`, then the
+    result digit and the carry (or borrow) it passes on. A sum or difference states both digits
+    and the incoming carry (borrow): `worked_digits(122, "-", 65) == "2-5-0=71 2-6-1=51 1-0-1=00"`
+    (57); a product each digit's product and the carry it adds:
+    `worked_digits(86, "*", 7) == "6*7=42+0=24 8*7=56+4=06"` (602: the last carry leads). A
+    difference below zero is worked as `b - a`. None for negative operands or a product without
+    a one-digit factor."""
     if a < 0 or b < 0:
         return None
     if op == "*":
@@ -488,18 +489,19 @@ def worked_digits(a: int, op: str, b: int) -> str | None:
     width = max(len(str(a)), len(str(b)))
     out, carry = [], 0
     for x, y in zip(str(a)[::-1].ljust(width, "0"), str(b)[::-1].ljust(width, "0"), strict=True):
+        carry_in = carry
         if op == "+":
-            carry, d = divmod(int(x) + int(y) + carry, 10)
+            carry, d = divmod(int(x) + int(y) + carry_in, 10)
         else:
-            d = int(x) - int(y) - carry
+            d = int(x) - int(y) - carry_in
             carry, d = (1, d + 10) if d < 0 else (0, d)
-        out.append(f"{d}{carry}")
+        out.append(f"{x}{op}{y}{op}{carry_in}={d}{carry}")
     return " ".join(out)
 
 
 def worked_step(step: str) -> str:
     """The judge's R line for an operation step: operands, the digit-by-digit work, `>`, then the
-    result (`122-65=71 51 00>57`); any other step as it is. The result is the one given, so a
+    result (`122-65=2-5-0=71 2-6-1=51 1-0-1=00>57`); any other step as it is. The result is the one given, so a
     critique that miscomputes (agree=False) states its wrong result after the right work."""
     m = _STEP_RE.match(step.strip())
     if not m:
@@ -509,8 +511,8 @@ def worked_step(step: str) -> str:
 
 
 def unworked_step(r_line: str) -> str:
-    """The step an R line states, without its work: `unworked_step("122-65=71 51 00>57") ==
-    "122-65=57"` (the inverse of `worked_step`; other lines unchanged)."""
+    """The step an R line states, without its work: `unworked_step("122-65=2-5-0=71 2-6-1=51
+    1-0-1=00>57") == "122-65=57"` (the inverse of `worked_step`; other lines unchanged)."""
     line = r_line.strip()
     if ">" not in line or "=" not in line:
         return line
@@ -533,6 +535,9 @@ def _critique(r_step: str, now_step: str, exp_left: str, exp_result: str, claime
     # A product's digits also state `digit*multiplier=product+carry_in=`: with only each digit and
     # its carry, the judge rejected 58 of 189 right one-digit-multiplier products of the policy's
     # (its own tens digit was off); spelled out, 1 of 189, and greedy F1 rose from 81.0 to 92.4.
+    # Sums and differences spell out each digit pair and carry the same way: with only each
+    # digit and its carry (`106+51=70 50 10`), a judge after the demo's 1,500 SFT steps wrote
+    # 23 of 135 multi-digit sums and differences right (every product right) on one host.
     pairs = f"{aligned_pairs(exp_left, claimed[0])}|{aligned_pairs(exp_result, claimed[1])}"
     return (f"R:{worked_step(r_step)}\n{STYLE.shown_step(now_step)}C:{pairs}\nV:{verdict[0]}\n"
             f"{verdict_line(verdict)}")

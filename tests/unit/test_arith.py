@@ -179,14 +179,15 @@ def test_aligned_pairs_put_each_expected_digit_beside_the_claimed_one() -> None:
 
 
 def test_worked_digits_go_from_the_units_up_with_each_carry() -> None:
-    assert arith.worked_digits(122, "-", 65) == "71 51 00"  # 57: 12-5=7 borrow 1, 12-6-1=5 borrow 1
-    assert arith.worked_digits(65, "-", 122) == "71 51 00"  # below zero: worked as 122-65
+    # 57: 12-5=7 borrow 1, 12-6-1=5 borrow 1, 1-0-1=0
+    assert arith.worked_digits(122, "-", 65) == "2-5-0=71 2-6-1=51 1-0-1=00"
+    assert arith.worked_digits(65, "-", 122) == arith.worked_digits(122, "-", 65)  # below zero: worked as 122-65
     # 1302: each digit's product plus the carry it takes in, then digit and carry; the last carry leads
     assert arith.worked_digits(186, "*", 7) == "6*7=42+0=24 8*7=56+4=06 1*7=07+6=31"
     assert arith.worked_digits(7, "*", 186) == arith.worked_digits(186, "*", 7)  # the one-digit factor multiplies
-    assert arith.worked_digits(999, "+", 1) == "01 01 01"  # 1000
+    assert arith.worked_digits(999, "+", 1) == "9+1+0=01 9+0+1=01 9+0+1=01"  # 1000
     assert arith.worked_digits(12, "*", 34) is None and arith.worked_digits(-3, "+", 4) is None
-    assert arith.worked_step("186-8=178") == "186-8=81 70 10>178"
+    assert arith.worked_step("186-8=178") == "186-8=6-8-0=81 8-0-1=70 1-0-0=10>178"
     assert arith.worked_step("62*3=187") == "62*3=2*3=06+0=60 6*3=18+0=81>187"  # the stated result, right or not
     assert arith.worked_step("A:178") == "A:178" and arith.worked_step("-") == "-"
     for step in ("186-8=178", "62*3=187", "A:178", "12*34=408"):
@@ -208,7 +209,7 @@ def test_teacher_critique_format() -> None:
     early = arith.teacher_critique(q, ["37+25=62"], "A:62")
     assert early.startswith("R:62*3=2*3=06+0=60 6*3=18+0=81>186\nN:A:62\nC:6_x 2Ax|1_x 86x 62x\nV:N\n") and parse_verdict(early) == "No"
     junk = arith.teacher_critique(q, [], "37+x")
-    assert junk.startswith("R:37+25=21 60>62\nN:37+x\nC:33= 77=|6_x 2?x\nV:N\n") and parse_verdict(junk) == "No"
+    assert junk.startswith("R:37+25=7+5+0=21 3+2+1=60>62\nN:37+x\nC:33= 77=|6_x 2?x\nV:N\n") and parse_verdict(junk) == "No"
     after = arith.teacher_critique(q, ["37+25=62", "62*3=186", "186-8=178", "A:178"], "1+1=2")
     assert after.startswith("R:-\n") and parse_verdict(after) == "No"
 
