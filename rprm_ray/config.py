@@ -389,8 +389,9 @@ class BootstrapConfig(_Strict):
     # length, so packing saves compute there; the policy's short rows gain nothing from it.
     judge_pack_sequences: bool | None = None
     pairwise_judge_examples: int = Field(4000, ge=0)  # PSRLM EFT-style examples mixed into M1
-    # psrlm on arith: rows of the judge's first line alone (its worked step, `R:`) mixed into M1
-    # beside the pairwise judgments, which teach that line once per pair (tasks/arith.worked_step_table).
+    # arith: rows of the judge's first line alone (its worked step, `R:`) mixed into the SFT that
+    # trains the judge: psrlm's M1 (beside the pairwise judgments, which teach that line once per
+    # pair), else the R-PRM judge's (beside the critiques); tasks/arith.worked_step_table.
     worked_step_examples: int = Field(0, ge=0)
     # The judge's DPO (R-PRM A5) samples critiques on solutions of this many training problems kept
     # out of its SFT; null: loop.problems_per_iteration.
@@ -565,9 +566,9 @@ class Recipe(_Strict):
         if self.loop.pairwise_judge != "self" and self.loop.mode != "psrlm":
             raise ValueError(f"loop.pairwise_judge '{self.loop.pairwise_judge}' is a psrlm control; mode "
                              f"'{self.loop.mode}' judges with its R-PRM judge")
-        if self.bootstrap.worked_step_examples and (self.loop.mode != "psrlm" or self.task.kind != "arith"):
-            raise ValueError("bootstrap.worked_step_examples teaches psrlm's M1 its own worked step: it needs "
-                             "loop.mode psrlm and task.kind arith (the world that works steps out)")
+        if self.bootstrap.worked_step_examples and self.task.kind != "arith":
+            raise ValueError("bootstrap.worked_step_examples teaches the judge its own worked step: it needs "
+                             "task.kind arith (the world that works steps out)")
         if self.loop.sft_control and self.loop.mode == "rprm":
             raise ValueError("loop.sft_control is a control for the policy's iterations; mode 'rprm' trains no "
                              "policy (use loop.mode guided or psrlm)")

@@ -50,6 +50,8 @@ def collect(manifest: Manifest) -> dict[str, Any]:
             judge[phase] = _judge_figures(m, phase, "")
             if f"{phase}_own_f1" in m:  # the policy's own mistakes (stages/own_mistakes.py)
                 judge[phase].update(_judge_figures(m, f"{phase}_own", "own_"))
+    if "dpo" in judge and "pairs" in stages.get("iter_0/judge_dpo", {}):
+        judge["dpo"]["pairs"] = stages["iter_0/judge_dpo"]["pairs"]
     if judge:
         out["judge"] = judge
     bon = stages.get("final/best_of_n")
@@ -250,6 +252,9 @@ def target_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     sft, dpo = judge.get("sft"), judge.get("dpo")
     if sft:
         check("judge F1 after SFT >= 70", sft["f1"] >= 70, f"{sft['f1']:.1f}")
+    if dpo and "pairs" in dpo:
+        # R-PRM's DPO samples hundreds of critique pairs; a handful makes one optimizer step.
+        check("judge DPO trains on >= 200 critique pairs", dpo["pairs"] >= 200, f"{dpo['pairs']} pairs")
     if sft and dpo:
         check("judge F1 after DPO >= after SFT", dpo["f1"] >= sft["f1"], f"{dpo['f1']:.1f} vs {sft['f1']:.1f}")
     last = dpo or sft

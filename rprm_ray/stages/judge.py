@@ -163,17 +163,26 @@ def judge_seed_stage(run: Run) -> StageResult:
     run.require_rows(steps, "no labeled training steps for the teacher to critique (set "
                             "task.dataset.train_labeled_solutions to a ProcessBench-format file)")
     stats: dict = {}
-    critiques = with_judge_prompts(teacher_critiques(run, steps, stats), steps, role_style(run.recipe, "judge"))
+    style = role_style(run.recipe, "judge")
+    critiques = with_judge_prompts(teacher_critiques(run, steps, stats), steps, style)
     seed_sft = pairs.sft_filter(critiques, seed=run.recipe.pairs.seed, balance=True)
     run.require_rows(seed_sft, f"none of the {critiques.num_rows} teacher critiques has a verdict that agrees "
                                "with its step's label, so the judge's SFT would train on nothing")
     table = seed_sft
     if run.recipe.bootstrap.judge_mix_policy_data:
         table = batches.concat([seed_sft, run.task.policy_sft(data.problems(run, "train"))], "sft_examples")
+    worked = run.recipe.bootstrap.worked_step_examples if run.recipe.loop.mode != "psrlm" else 0
+    if worked:
+        # The judge's first line alone, on the problems its critiques come from.
+        problems = data.problems(run, "train")
+        problems = problems.filter(pc.invert(pc.is_in(problems.column("problem_id"), held_out)))
+        table = batches.concat([table, run.task.worked_step_sft(problems, worked, run.recipe.task.seed, style)],
+                               "sft_examples")
     valid = int(pc.sum(critiques.column("valid")).as_py() or 0)
     return StageResult(
         metrics={"teacher_critiques": critiques.num_rows, "teacher_valid": valid,
-                 "judge_sft_examples": seed_sft.num_rows, "mixed_examples": table.num_rows, **stats},
+                 "judge_sft_examples": seed_sft.num_rows, "worked_step_examples": worked,
+                 "mixed_examples": table.num_rows, **stats},
         tables={"teacher_critiques": (critiques, "critiques"), "judge_sft": (table, "sft_examples")},
     )
 

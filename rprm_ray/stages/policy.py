@@ -39,7 +39,8 @@ def policy_sft_stage(run: Run) -> StageResult:
                               "; a dataset task needs a teacher (models.teacher.kind vllm or openai) and "
                               "labeled steps") + "; or set bootstrap.pairwise_judge_examples: 0 to accept that")
         table = batches.concat([table, eft], "sft_examples")
-    worked = r.bootstrap.worked_step_examples  # psrlm on arith only (Recipe's validation)
+    # psrlm's M1 is the judge; in the other modes the judge's SFT takes these rows (judge_seed).
+    worked = r.bootstrap.worked_step_examples if r.loop.mode == "psrlm" else 0
     if worked:
         table = batches.concat([table, run.task.worked_step_sft(train, worked, r.task.seed)], "sft_examples")
     key = cache_key("policy-sft", r.loop.mode, r.task.model_dump(mode="json"),

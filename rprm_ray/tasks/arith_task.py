@@ -53,8 +53,9 @@ class ArithTask(Task):
     def pairwise_sft(self, problems: pa.Table, num_examples: int, seed: int) -> pa.Table:
         return arith.pairwise_sft_table(self.arith_problems(problems), seed, num_examples, self.style)
 
-    def worked_step_sft(self, problems: pa.Table, num_examples: int, seed: int) -> pa.Table:
-        return arith.worked_step_table(self.arith_problems(problems), seed, num_examples, self.style)
+    def worked_step_sft(self, problems: pa.Table, num_examples: int, seed: int,
+                        style: PromptStyle | None = None) -> pa.Table:
+        return arith.worked_step_table(self.arith_problems(problems), seed, num_examples, style or self.style)
 
     def grade(self, question: str, reference: str | None, answer: str | None) -> bool:
         # Without a reference the expression itself gives one.

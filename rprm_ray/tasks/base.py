@@ -57,9 +57,11 @@ class Task(ABC):
     def pairwise_sft(self, problems: pa.Table, num_examples: int, seed: int) -> pa.Table:
         """`sft_examples` (kind "pairwise"): PSRLM EFT-style pairwise judge examples."""
 
-    def worked_step_sft(self, problems: pa.Table, num_examples: int, seed: int) -> pa.Table:
+    def worked_step_sft(self, problems: pa.Table, num_examples: int, seed: int,
+                        style: PromptStyle | None = None) -> pa.Table:
         """`sft_examples` (kind "worked_step"): the judge's own worked step alone, from the
-        context (`bootstrap.worked_step_examples`); only a world that works steps out (arith)."""
+        context (`bootstrap.worked_step_examples`), prompts in `style` (None: the task's); only a
+        world that works steps out (arith)."""
         raise NotImplementedError(f"task {type(self).__name__} writes no worked-step examples")
 
     @abstractmethod

@@ -31,6 +31,7 @@ def test_target_rows_state_each_target_with_its_measurement() -> None:
     rows = dict(report.target_rows(summary()))
     assert rows["judge F1 after SFT >= 70"] == "met: 72.0"
     assert rows["judge F1 after DPO >= after SFT"] == "NOT met: 71.0 vs 72.0"
+    assert "judge DPO trains on >= 200 critique pairs" not in rows  # a run recorded without its count
     assert rows["judge F1 at K=8 >= at K=1"] == "met: 65.0 vs 61.0"  # the last phase's curve
     assert rows["pass@1 after self-rewarding >= M1 + 3, interval above 0"] == "met: 64.5 vs 60.0 (+4.5)"
     assert rows["no iteration loses more than 1 point of pass@1"] == "met: 60.0 -> 62.0 -> 64.5"
@@ -38,6 +39,14 @@ def test_target_rows_state_each_target_with_its_measurement() -> None:
     # Beam spent 900 steps: the fair Best-of-N is the smallest n spending at least that (n=4).
     assert rows["beam >= Best-of-N at equal candidate steps"] == (
         "met: beam 80.0% (900 steps) vs Best-of-4 70.0% (1600 steps)")
+
+
+def test_the_judge_dpo_needs_hundreds_of_pairs() -> None:
+    s = summary()
+    s["judge"]["dpo"]["pairs"] = 124
+    assert dict(report.target_rows(s))["judge DPO trains on >= 200 critique pairs"] == "NOT met: 124 pairs"
+    s["judge"]["dpo"]["pairs"] = 240
+    assert dict(report.target_rows(s))["judge DPO trains on >= 200 critique pairs"] == "met: 240 pairs"
 
 
 def test_beam_within_two_percent_of_a_best_of_n_budget_is_compared_with_it() -> None:
@@ -170,6 +179,7 @@ def test_the_judge_on_the_policys_own_mistakes_is_reported_and_checked() -> None
 
     stages = {"iter_0/judge_eval_sft": phase("sft", 95.0, 70.0), "iter_0/judge_eval_dpo": phase("dpo", 95.0, 72.5, 75.0)}
     stages["iter_0/judge_eval_dpo"]["dpo_own_temperature_by_half"] = [0.5, 1.0]  # chosen per half on the other
+    stages["iter_0/judge_dpo"] = {"pairs": 240, "steps": 4}
 
     class _Manifest:  # what collect reads of a run's manifest
         data = {"stages": {k: {"metrics": v} for k, v in stages.items()}}
@@ -183,6 +193,7 @@ def test_the_judge_on_the_policys_own_mistakes_is_reported_and_checked() -> None
     targets = dict(report.target_rows(summary))
     assert targets["judge F1 on the policy's own mistakes: after DPO > after SFT"] == "met: 72.5 vs 70.0"
     assert targets["judge F1 on the policy's own mistakes: K=8 sampled > greedy K=1"] == "met: 75.0 vs 72.5"
+    assert targets["judge DPO trains on >= 200 critique pairs"] == "met: 240 pairs"
     rows = dict(report.headline_rows(summary))
     assert rows["judge F1 on M1's own mistakes after SFT (K=1 greedy)"] == "70.0 (error_acc 65.0, correct_acc 75.0)"
     assert rows["judge F1 vs K on M1's own mistakes after DPO (sampled, T 0.5 / 1 per half, each chosen on the "

@@ -103,7 +103,19 @@ def test_worked_step_rows_join_m1s_rows_and_its_key(tmp_path, monkeypatch):
     worked = [r for r in seen["table"].to_pylist() if r["kind"] == "worked_step"]
     assert {r["example_id"].split("/")[1] for r in worked} <= set(_ids(m1_problems(run)))  # never the pool
     with pytest.raises(ValueError, match="worked_step_examples"):
-        Recipe.model_validate({"loop": {"mode": "guided"}, "bootstrap": {"worked_step_examples": 5}})
+        Recipe.model_validate({"task": {"kind": "dataset", "dataset": {"train_problems": "a.jsonl",
+                                                                        "eval_problems": "b.jsonl"}},
+                               "loop": {"mode": "psrlm"},
+                               "bootstrap": {"pairwise_judge_examples": 0, "worked_step_examples": 5}})
+
+
+def test_guideds_m1_leaves_the_worked_step_rows_to_the_judge(tmp_path, monkeypatch):
+    plain = _m1_stage(_run(tmp_path / "a", mode="guided"), tmp_path, monkeypatch)[0]
+    run = _run(tmp_path / "b", mode="guided")
+    run.recipe = run.recipe.model_copy(update={"bootstrap": run.recipe.bootstrap.model_copy(
+        update={"worked_step_examples": 30})})
+    seen = _m1_stage(run, tmp_path, monkeypatch)[0]
+    assert seen["key"] == plain["key"] and seen["table"].equals(plain["table"])
 
 
 def _m1_stage(run, tmp_path, monkeypatch) -> tuple[dict, object]:

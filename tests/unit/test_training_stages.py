@@ -48,6 +48,23 @@ def test_the_judge_sft_data_leaves_out_the_searched_and_the_judge_dpo_problems(t
     assert sft_problems and sft_problems <= set(train[24:])  # the 1:1 balance drops some
 
 
+def test_worked_step_rows_join_the_r_prm_judges_sft_on_its_own_problems(tmp_path) -> None:
+    from rprm_ray.stages import data, judge
+
+    common = ("task.train_problems=60", "loop.problems_per_iteration=8", "loop.iterations=2")
+    plain = judge.judge_seed_stage(_run_with_data(tmp_path / "a", *common)).tables["judge_sft"][0]
+    run = _run_with_data(tmp_path / "b", *common, "bootstrap.worked_step_examples=50")
+    result = judge.judge_seed_stage(run)
+    table = result.tables["judge_sft"][0]
+    worked = [r for r in table.to_pylist() if r["kind"] == "worked_step"]
+    assert len(worked) == 50 and table.num_rows == plain.num_rows + 50
+    assert result.metrics["worked_step_examples"] == 50
+    train = data.problems(run, "train").column("problem_id").to_pylist()
+    # Never a searched or judge-DPO problem, and in the judge's prompt format.
+    assert {r["example_id"].split("/")[1] for r in worked} <= set(train[24:])
+    assert all(r["prompt"].startswith("Q:") and r["completion"].startswith("R:") for r in worked)
+
+
 def test_a_small_training_set_keeps_half_its_problems_for_the_judge_sft(tmp_path) -> None:
     from rprm_ray.stages import judge
 
