@@ -366,7 +366,7 @@ def headline_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         best_here = bon["best_aggregation"]
         rows.append((f"Best-of-{n} ({bon_label(bon)})", f"{bon_accuracy(bon, n):.1f}% "
                      f"(best here: {best_here} {bon[f'bon_{best_here}'][str(n)]:.1f}%, "
-                     f"(majority {bon['majority'][str(n)]:.1f}%, oracle {bon['oracle'][str(n)]:.1f}%, "
+                     f"majority {bon['majority'][str(n)]:.1f}%, oracle {bon['oracle'][str(n)]:.1f}%, "
                      f"{bon['candidate_steps']} candidate steps)"))
     beam = summary.get("beam")
     if beam:

@@ -69,10 +69,11 @@ def test_overrides_parse_yaml_values(tmp_path):
         (["models.teacher.kind=openai", "models.teacher.url=http://x/v1", "models.teacher.model=m"], "(recipe)",
          "shown the step after its own first line"),
         (["loop.search_pool_problems=100"], "(recipe)",
-         "loop.search_pool_problems (100) must be at least the problems of the largest iteration (512"),
-        (["loop.mode=psrlm", "loop.problems_growth=linear", "loop.search_pool_problems=1000"], "(recipe)",
+         "loop.search_pool_problems (100) must be at least the problems of the largest iteration (1536"),
+        (["loop.mode=psrlm", "loop.problems_growth=linear", "loop.problems_per_iteration=512",
+          "loop.search_pool_problems=1000"], "(recipe)",
          "largest iteration (1024"),
-        (["loop.mode=psrlm", "task.train_problems=1024"], "(recipe)",
+        (["loop.mode=psrlm", "loop.problems_per_iteration=512", "task.train_problems=1024"], "(recipe)",
          "loop.search_pool_problems: 1024 training problems held back"),
         (["loop.mode=rprm", "bootstrap.judge_dpo_solutions=own"], "(recipe)",
          "bootstrap.judge_dpo_solutions 'own' needs a policy"),
@@ -143,9 +144,9 @@ def test_a_self_judging_policy_is_its_own_judge_whatever_models_judge_says():
 
 def test_the_search_pool_is_held_back_in_psrlm_only_unless_asked():
     assert load_recipe(TINY).search_pool_problems == 0  # guided: as measured
-    assert load_recipe(TINY, ["loop.mode=psrlm", "loop.iterations=3"]).search_pool_problems == 3 * 512
+    assert load_recipe(TINY, ["loop.mode=psrlm", "loop.iterations=3"]).search_pool_problems == 3 * 1536
     assert load_recipe(TINY, ["loop.mode=psrlm", "loop.search_pool_problems=0"]).search_pool_problems == 0
-    assert load_recipe(TINY, ["loop.search_pool_problems=600"]).search_pool_problems == 600
+    assert load_recipe(TINY, ["loop.search_pool_problems=1600"]).search_pool_problems == 1600
 
 
 def test_the_judge_dpo_samples_on_m1s_own_solutions_where_the_world_labels_them() -> None:
