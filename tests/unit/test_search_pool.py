@@ -91,12 +91,18 @@ def test_m1s_sft_stage_trains_on_the_rest_only_with_j_judge_prompts(tmp_path, mo
     assert result.metrics["search_pool_problems"] == 18 and result.metrics["problems"] == 22
 
 
-def test_worked_step_rows_join_m1s_rows_and_its_key(tmp_path, monkeypatch):
-    plain = _m1_stage(_run(tmp_path / "a", mode="psrlm"), tmp_path, monkeypatch)[0]
-    run = _run(tmp_path / "b", mode="psrlm")
+def _plain_and_worked_m1(tmp_path, monkeypatch, mode: str, worked: int) -> tuple[dict, dict, Run]:
+    """M1's SFT stage (what it would train on, and its cache key) without and with `worked`
+    worked-step rows asked for."""
+    plain = _m1_stage(_run(tmp_path / "a", mode=mode), tmp_path, monkeypatch)[0]
+    run = _run(tmp_path / "b", mode=mode)
     run.recipe = run.recipe.model_copy(update={"bootstrap": run.recipe.bootstrap.model_copy(
-        update={"worked_step_examples": 30})})
-    seen = _m1_stage(run, tmp_path, monkeypatch)[0]
+        update={"worked_step_examples": worked})})
+    return plain, _m1_stage(run, tmp_path, monkeypatch)[0], run
+
+
+def test_worked_step_rows_join_m1s_rows_and_its_key(tmp_path, monkeypatch):
+    plain, seen, run = _plain_and_worked_m1(tmp_path, monkeypatch, "psrlm", 30)
     kinds = [r["kind"] for r in seen["table"].to_pylist()]
     assert kinds.count("worked_step") == 30 and seen["table"].num_rows == plain["table"].num_rows + 30
     assert seen["key"] != plain["key"]
@@ -110,11 +116,7 @@ def test_worked_step_rows_join_m1s_rows_and_its_key(tmp_path, monkeypatch):
 
 
 def test_guideds_m1_leaves_the_worked_step_rows_to_the_judge(tmp_path, monkeypatch):
-    plain = _m1_stage(_run(tmp_path / "a", mode="guided"), tmp_path, monkeypatch)[0]
-    run = _run(tmp_path / "b", mode="guided")
-    run.recipe = run.recipe.model_copy(update={"bootstrap": run.recipe.bootstrap.model_copy(
-        update={"worked_step_examples": 30})})
-    seen = _m1_stage(run, tmp_path, monkeypatch)[0]
+    plain, seen, _ = _plain_and_worked_m1(tmp_path, monkeypatch, "guided", 30)
     assert seen["key"] == plain["key"] and seen["table"].equals(plain["table"])
 
 
