@@ -501,8 +501,9 @@ def worked_digits(a: int, op: str, b: int) -> str | None:
 
 def worked_step(step: str) -> str:
     """The judge's R line for an operation step: operands, the digit-by-digit work, `>`, then the
-    result (`122-65=2-5-0=71 2-6-1=51 1-0-1=00>57`); any other step as it is. The result is the one given, so a
-    critique that miscomputes (agree=False) states its wrong result after the right work."""
+    result (`122-65=2-5-0=71 2-6-1=51 1-0-1=00>57`); any other step as it is. The result is the
+    one given, so a critique that miscomputes (agree=False) states its wrong result after the
+    right work."""
     m = _STEP_RE.match(step.strip())
     if not m:
         return step
