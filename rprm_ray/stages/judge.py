@@ -152,6 +152,10 @@ def judge_dpo_steps(run: Run) -> pa.Table:
     return steps.filter(pc.is_in(steps.column("problem_id"), pa.array(judge_dpo_problem_ids(run), pa.string())))
 
 
+def _without_problems(table: pa.Table, problem_ids: pa.Array) -> pa.Table:
+    return table.filter(pc.invert(pc.is_in(table.column("problem_id"), problem_ids)))
+
+
 def judge_seed_stage(run: Run) -> StageResult:
     """Teacher critiques for labeled training steps, filtered to those agreeing with the label,
     balanced Yes/No 1:1 (A3); optionally mixed with policy data (the papers' judges start from a
@@ -159,7 +163,7 @@ def judge_seed_stage(run: Run) -> StageResult:
     `judge_sft_held_out_ids` are left out."""
     steps = data.labeled_steps(run, "train")
     held_out = pa.array(sorted(judge_sft_held_out_ids(run)), pa.string())
-    steps = steps.filter(pc.invert(pc.is_in(steps.column("problem_id"), held_out)))
+    steps = _without_problems(steps, held_out)
     run.require_rows(steps, "no labeled training steps for the teacher to critique (set "
                             "task.dataset.train_labeled_solutions to a ProcessBench-format file)")
     stats: dict = {}
@@ -174,8 +178,7 @@ def judge_seed_stage(run: Run) -> StageResult:
     worked = run.recipe.bootstrap.worked_step_examples if run.recipe.loop.mode != "psrlm" else 0
     if worked:
         # The judge's first line alone, on the problems its critiques come from.
-        problems = data.problems(run, "train")
-        problems = problems.filter(pc.invert(pc.is_in(problems.column("problem_id"), held_out)))
+        problems = _without_problems(data.problems(run, "train"), held_out)
         table = batches.concat([table, run.task.worked_step_sft(problems, worked, run.recipe.task.seed, style)],
                                "sft_examples")
     valid = int(pc.sum(critiques.column("valid")).as_py() or 0)

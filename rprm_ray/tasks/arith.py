@@ -706,7 +706,7 @@ def worked_step_table(problems: list[ArithProblem], seed: int, num_examples: int
         p = problems[j % len(problems)]
         prefix = _judged_prefix(p, _problem_rng(seed, f"worked-{j}", p.problem_id))
         rows.append({"example_id": f"worked_step/{p.problem_id}/{j}", "kind": "worked_step",
-                     "prompt": style.pairwise_prompt(p.question, prefix, "", ""),
+                     "prompt": style.judge_context(p.question, prefix),
                      "completion": f"R:{worked_step(_expected(p.question, prefix).step or '-')}\n"})
     return from_rows(rows, "sft_examples")
 
