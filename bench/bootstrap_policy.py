@@ -30,14 +30,14 @@ def interleaved_stage_overhead(recipe_path: Path, overrides: list[str], stages: 
     import time
 
     from rprm_ray.config import load_recipe
-    from rprm_ray.tasks import arith
+    from rprm_ray.tasks import arith, arith_tables
     from rprm_ray.tiny import ensure_model
     from rprm_ray.training import DeepSpeedTrainer
 
     with tempfile.TemporaryDirectory(prefix="bench-stages-") as cache:
         recipe = load_recipe(recipe_path, [f"model_cache={cache}", *overrides])
         base = ensure_model(recipe.models.policy, cache, "base", seed=recipe.seed)
-        table = arith.policy_sft_table(arith.make_splits(recipe.task)[0])
+        table = arith_tables.policy_sft_table(arith.make_splits(recipe.task)[0])
         trainers = {}
         for stage in stages:
             cfg = recipe.trainer.model_copy(update={

@@ -44,7 +44,8 @@ from rprm_ray.prompts import get_style
 
 
 def labeled_steps(num_steps: int) -> pa.Table:
-    from rprm_ray.tasks.arith import labeled_steps_table, make_splits
+    from rprm_ray.tasks.arith import make_splits
+    from rprm_ray.tasks.arith_tables import labeled_steps_table
 
     _, eval_problems = make_splits(TaskConfig(train_problems=50, eval_problems=max(8, num_steps), seed=7))
     table = labeled_steps_table(eval_problems, seed=7, error_rate=0.5)

@@ -15,7 +15,7 @@ judge's rejections that hit a wrong step (the precision of "the judge says no").
 Measured (2-core CPU; an M1 at 73.75; the 1,024 problems its iterations searched; 3,239
 states, 185 of them wrong greedy steps):
     judge with R written in one go:  R right at 93.7% of right states, 42.7% of wrong ones
-    judge with the worked R line (`arith.worked_step`; this script printed):
+    judge with the worked R line (`arith_teacher.worked_step`; this script printed):
          policy step  states  judge R right  verdict right
                right    3054          93.8%          93.7%
                wrong     185          98.4%         100.0%
@@ -37,12 +37,12 @@ from rprm_ray import batches, judging
 from rprm_ray.config import SamplingConfig, load_recipe
 from rprm_ray.engines import make_engine
 from rprm_ray.prompts import get_style
-from rprm_ray.tasks import arith
+from rprm_ray.tasks import arith, arith_teacher
 
 
 def r_line(critique: str) -> str | None:
     line = next((x for x in critique.split("\n") if x.startswith("R:")), None)
-    return None if line is None else arith.unworked_step(line[2:])
+    return None if line is None else arith_teacher.unworked_step(line[2:])
 
 
 def searched_problems(run: Path, task_cfg, limit: int) -> list[arith.ArithProblem]:

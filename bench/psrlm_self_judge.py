@@ -44,26 +44,26 @@ class OneCallStyle:
 
     @staticmethod
     def judgment(question: str, prefix: list[str], a: str, b: str) -> str:
-        from rprm_ray.tasks import arith
+        from rprm_ray.tasks import arith, arith_teacher
 
         exp = arith.expected_step(question, prefix)
         winner = "A" if a.strip() == exp else "B"
         lines = []
         for step in (a, b):
-            e_left, e_result = arith._claimed_parts(exp)
-            c_left, c_result = arith._claimed_parts(step)
-            lines.append(f"{arith.aligned_pairs(e_left, c_left)}|{arith.aligned_pairs(e_result, c_result)}")
+            e_left, e_result = arith.claimed_parts(exp)
+            c_left, c_result = arith.claimed_parts(step)
+            lines.append(f"{arith_teacher.aligned_pairs(e_left, c_left)}|{arith_teacher.aligned_pairs(e_result, c_result)}")
         return f"R:{exp}\nCa:{lines[0]}\nCb:{lines[1]}\n[[{winner}]]"
 
 
 def eft_rows(problems, seed: int, n: int, fmt: str, style):
     """The EFT `sft_examples` rows in the chosen format (the same pairs either way)."""
     from rprm_ray import batches
-    from rprm_ray.tasks import arith
+    from rprm_ray.tasks import arith_tables
 
     if fmt == "worked":
-        return arith.pairwise_sft_table(problems, seed, n, style=style)
-    table = arith.pairwise_sft_table(problems, seed, n)  # the same pairs, rewritten below
+        return arith_tables.pairwise_sft_table(problems, seed, n, style=style)
+    table = arith_tables.pairwise_sft_table(problems, seed, n)  # the same pairs, rewritten below
     rows = []
     for row in table.to_pylist():
         context = row["prompt"].rstrip("\n").split("\n")
@@ -109,7 +109,7 @@ def main() -> int:
     from rprm_ray.engines import make_engine
     from rprm_ray.evaluation.self_judge import judge_own_pairs
     from rprm_ray.prompts import get_style
-    from rprm_ray.tasks import arith
+    from rprm_ray.tasks import arith, arith_tables
     from rprm_ray.tiny import ensure_model
     from rprm_ray.training import DeepSpeedTrainer
 
@@ -142,7 +142,7 @@ def main() -> int:
         train, _ = arith.make_splits(recipe.task)
         pool = recipe.search_pool_problems
         m1_problems, probe = train[pool:], train[:pool][: args.problems]
-        table = batches.concat([arith.policy_sft_table(m1_problems),
+        table = batches.concat([arith_tables.policy_sft_table(m1_problems),
                                 eft_rows(m1_problems, recipe.task.seed, recipe.bootstrap.pairwise_judge_examples,
                                          args.format, style)], "sft_examples")
         print(f"M1: {steps} SFT steps on {len(m1_problems)} problems' solutions + "

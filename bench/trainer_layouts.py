@@ -33,14 +33,14 @@ LAYOUTS = {
 
 def sft_table(data: str, run: Path | None):
     from rprm_ray.config import load_recipe
-    from rprm_ray.tasks import arith
+    from rprm_ray.tasks import arith, arith_tables
 
     if data == "judge":
         if run is None:
             raise SystemExit("--data judge needs --run (a finished run's iter_0/judge_seed/judge_sft.parquet)")
         return pq.read_table(run / "iter_0" / "judge_seed" / "judge_sft.parquet")
     train, _ = arith.make_splits(load_recipe(RECIPE).task)
-    return arith.policy_sft_table(train)
+    return arith_tables.policy_sft_table(train)
 
 
 def steps_per_s(model: Path, table, layout: dict, steps: int) -> float:

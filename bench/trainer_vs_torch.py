@@ -44,10 +44,10 @@ def data(n_rows: int):
 
     from rprm_ray import batches
     from rprm_ray.config import load_recipe
-    from rprm_ray.tasks import arith
+    from rprm_ray.tasks import arith, arith_tables
 
     train, _ = arith.make_splits(load_recipe(RECIPE, [f"task.train_problems={n_rows}"]).task)
-    sft = arith.policy_sft_table(train).slice(0, n_rows)
+    sft = arith_tables.policy_sft_table(train).slice(0, n_rows)
     slip = str.maketrans("0123456789", "1234567890")
     rows = [{"pair_id": f"p{i}", "kind": "step", "problem_id": f"q{i}", "prompt": p, "chosen": c,
              "rejected": c.translate(slip), "ref_chosen_logp": None, "ref_rejected_logp": None}

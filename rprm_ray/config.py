@@ -391,7 +391,7 @@ class BootstrapConfig(_Strict):
     pairwise_judge_examples: int = Field(4000, ge=0)  # PSRLM EFT-style examples mixed into M1
     # arith: rows of the judge's first line alone (its worked step, `R:`) mixed into the SFT that
     # trains the judge: psrlm's M1 (beside the pairwise judgments, which teach that line once per
-    # pair), else the R-PRM judge's (beside the critiques); tasks/arith.worked_step_table.
+    # pair), else the R-PRM judge's (beside the critiques); tasks/arith_tables.worked_step_table.
     worked_step_examples: int = Field(0, ge=0)
     # The judge's DPO (R-PRM A5) samples critiques on solutions of this many training problems kept
     # out of its SFT; null: loop.problems_per_iteration.

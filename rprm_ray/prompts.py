@@ -138,15 +138,15 @@ class CompactStyle(PromptStyle):
     pointwise: `Q:<q>\\nP:<step>\\n...` (the context only); the critique that follows is
                `R:<expected step>\\nN:<now step>\\nC:<digit pairs with =/x marks>\\nV:<Y|N>\\n
                <verdict line>` (e.g. `R:A:116\\nN:A:611\\nC:AA=|16x 11= 61x\\nV:N\\n...`;
-               arith.aligned_pairs; an operation's R works its result digit by digit first,
-               `R:62*3=2*3=06+0=60 6*3=18+0=81>186`, arith.worked_step). The judge writes R
+               arith_teacher.aligned_pairs; an operation's R works its result digit by digit first,
+               `R:62*3=2*3=06+0=60 6*3=18+0=81>186`, arith_teacher.worked_step). The judge writes R
                before it is shown N (`recompute_first`): with N in the prompt, 0.5M-parameter
                judges copied the claimed step into R for 304 of 326 wrong steps of the policy's
                own (ARCHITECTURE.md §2, README).
                With `distinct_judge_prompts` every judge prompt opens `J:` instead of `Q:`.
     pairwise:  the same context (`Q:<q>\\nP:<step>\\n...`); the judgment that follows is
                `R:<worked expected step>\\na:<step A>\\nb:<step B>\\nCa:<A's marked pairs>\\nVa:<Y|N>\\n
-               Cb:<B's marked pairs>\\nVb:<Y|N>\\n[[A]]` (arith.teacher_pairwise): as in a
+               Cb:<B's marked pairs>\\nVb:<Y|N>\\n[[A]]` (arith_teacher.teacher_pairwise): as in a
                critique, the judge writes R before it is shown the steps (`shown_pair`), then
                compares each step with it digit pair by digit pair.
     """

@@ -73,7 +73,7 @@ def bootstrap_policy(
 ) -> dict[str, Any]:
     """Build + SFT + evaluate the policy. Returns timings (s), accuracy and where the model is."""
     from rprm_ray.prompts import get_style
-    from rprm_ray.tasks import arith
+    from rprm_ray.tasks import arith, arith_tables
     from rprm_ray.tiny import ensure_model, is_complete
 
     if recipe.task.kind != "arith":
@@ -106,7 +106,7 @@ def bootstrap_policy(
     else:
         if out.exists():
             shutil.rmtree(out)
-        table = arith.policy_sft_table(train)
+        table = arith_tables.policy_sft_table(train)
         trainer = DeepSpeedTrainer(base, recipe.trainer, total_steps=recipe.bootstrap.policy_sft_steps,
                                    progress=progress)
         t_init, cpu_init = time.perf_counter(), time.process_time()

@@ -14,7 +14,7 @@ from rprm_ray.loop import Run, StageResult
 from rprm_ray.stages import data
 from rprm_ray.stages.training_stages import base_model, cache_key, cached_sft, train_dpo
 
-# The compact pairwise judgment's format (arith.teacher_pairwise), in psrlm M1's cache key: the
+# The compact pairwise judgment's format (arith_teacher.teacher_pairwise), in psrlm M1's cache key: the
 # judge works its own step before it is shown the candidates, then marks both.
 PAIRWISE_FORMAT = "recompute-first-worked"
 

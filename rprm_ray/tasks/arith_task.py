@@ -1,8 +1,9 @@
-"""`ArithTask`: the embedded arithmetic world (rprm_ray/tasks/arith.py) behind the Task interface.
+"""`ArithTask`: the embedded arithmetic world (rprm_ray/tasks/arith.py, its teacher in
+arith_teacher.py, its tables in arith_tables.py) behind the Task interface.
 
-The tables are exactly those of the arith functions with the recipe's TaskConfig: labeled steps
-use seed task.seed for train and task.seed + 1 for eval (as the data stage always has), so a run
-switched from direct arith calls to the Task keeps its data.
+The tables are exactly those of the arith_tables functions with the recipe's TaskConfig: labeled
+steps use seed task.seed for train and task.seed + 1 for eval (as the data stage always has), so a
+run switched from direct arith calls to the Task keeps its data.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pyarrow as pa
 
 from rprm_ray.config import TaskConfig
 from rprm_ray.prompts import PromptStyle
-from rprm_ray.tasks import arith
+from rprm_ray.tasks import arith, arith_tables, arith_teacher
 from rprm_ray.tasks.base import Split, Task, TaskError, check_split
 
 
@@ -40,7 +41,7 @@ class ArithTask(Task):
 
     def labeled_steps(self, split: Split) -> pa.Table:
         seed = self.cfg.seed if check_split(split) == "train" else self.cfg.seed + 1
-        return arith.labeled_steps_table(self.split_problems(split), seed, self.cfg.error_rate)
+        return arith_tables.labeled_steps_table(self.split_problems(split), seed, self.cfg.error_rate)
 
     @staticmethod
     def arith_problems(problems: pa.Table) -> list[arith.ArithProblem]:
@@ -48,14 +49,14 @@ class ArithTask(Task):
         return [arith.make_problem(r["problem_id"], r["question"]) for r in problems.to_pylist()]
 
     def policy_sft(self, problems: pa.Table) -> pa.Table:
-        return arith.policy_sft_table(self.arith_problems(problems))
+        return arith_tables.policy_sft_table(self.arith_problems(problems))
 
     def pairwise_sft(self, problems: pa.Table, num_examples: int, seed: int) -> pa.Table:
-        return arith.pairwise_sft_table(self.arith_problems(problems), seed, num_examples, self.style)
+        return arith_tables.pairwise_sft_table(self.arith_problems(problems), seed, num_examples, self.style)
 
     def worked_step_sft(self, problems: pa.Table, num_examples: int, seed: int,
                         style: PromptStyle | None = None) -> pa.Table:
-        return arith.worked_step_table(self.arith_problems(problems), seed, num_examples, style or self.style)
+        return arith_tables.worked_step_table(self.arith_problems(problems), seed, num_examples, style or self.style)
 
     def grade(self, question: str, reference: str | None, answer: str | None) -> bool:
         # Without a reference the expression itself gives one.
@@ -72,11 +73,11 @@ class ArithTask(Task):
 
     def judges_own_step(self, judgment: str) -> str | None:
         first = judgment.split("\n", 1)[0].strip()
-        return arith.unworked_step(first[2:]) if first.startswith("R:") else None
+        return arith_teacher.unworked_step(first[2:]) if first.startswith("R:") else None
 
     @property
     def has_programmatic_teacher(self) -> bool:
         return True
 
     def teacher_critique(self, question: str, previous_steps: list[str], now_step: str) -> str:
-        return arith.teacher_critique(question, list(previous_steps), now_step)
+        return arith_teacher.teacher_critique(question, list(previous_steps), now_step)

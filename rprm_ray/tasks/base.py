@@ -1,8 +1,9 @@
 """The Task interface: everything a driver stage needs from "the world" it trains and evaluates on.
 
 Two implementations, chosen by `task.kind` through `rprm_ray.tasks.make_task(recipe)`:
-- `ArithTask` (tasks/arith_task.py): the embedded arithmetic world, compact prompt style, exact
-  step labels and a programmatic teacher;
+- `ArithTask` (tasks/arith_task.py): the embedded arithmetic world (tasks/arith.py), compact
+  prompt style, exact step labels and a programmatic teacher (tasks/arith_teacher.py), its
+  tables drawn in tasks/arith_tables.py;
 - `DatasetTask` (tasks/dataset.py): real problem sets (GSM8K / MATH / NuminaMath style) and
   ProcessBench-format labeled solutions, graded with math-verify.
 

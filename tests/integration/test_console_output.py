@@ -24,7 +24,8 @@ import socket, sys, tempfile
 import ray
 from rprm_ray.config import JudgeConfig, SamplingConfig, TaskConfig, TinyModelConfig, load_recipe
 from rprm_ray.roles import init_ray
-from rprm_ray.tasks.arith import labeled_steps_table, make_splits
+from rprm_ray.tasks.arith import make_splits
+from rprm_ray.tasks.arith_tables import labeled_steps_table
 from rprm_ray.tiny import build_tiny_model
 
 init_ray(load_recipe({str(ROOT / "recipes" / "tiny_arith.yaml")!r}, ["resources.num_cpus=2"]))

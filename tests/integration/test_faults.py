@@ -78,7 +78,8 @@ def runs(ray_cluster, tiny_model_dir: Path, second_model_dir: Path) -> Iterator[
 
 @pytest.fixture(scope="module")
 def steps() -> pa.Table:
-    from rprm_ray.tasks.arith import labeled_steps_table, make_splits
+    from rprm_ray.tasks.arith import make_splits
+    from rprm_ray.tasks.arith_tables import labeled_steps_table
 
     _, eval_problems = make_splits(TaskConfig(train_problems=20, eval_problems=16, seed=5))
     return labeled_steps_table(eval_problems, seed=5, error_rate=0.5)

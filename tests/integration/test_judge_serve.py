@@ -70,7 +70,8 @@ def judge(ray_cluster, tiny_model_dir: Path, judge_cfg: JudgeConfig) -> Iterator
 
 @pytest.fixture(scope="module")
 def eval_steps() -> pa.Table:
-    from rprm_ray.tasks.arith import labeled_steps_table, make_splits
+    from rprm_ray.tasks.arith import make_splits
+    from rprm_ray.tasks.arith_tables import labeled_steps_table
 
     _, eval_problems = make_splits(TaskConfig(train_problems=20, eval_problems=8, seed=3))
     return labeled_steps_table(eval_problems, seed=3, error_rate=0.5)

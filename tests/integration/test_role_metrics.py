@@ -75,7 +75,8 @@ def judge(ray_cluster, tiny_model_dir: Path):
 
 def test_judge_and_pair_builder_metrics_reach_the_prometheus_endpoint(judge, ray_metrics_url: str) -> None:
     from actors.pair_builder import PairBuilder
-    from rprm_ray.tasks.arith import labeled_steps_table, make_splits
+    from rprm_ray.tasks.arith import make_splits
+    from rprm_ray.tasks.arith_tables import labeled_steps_table
 
     _, problems = make_splits(TaskConfig(train_problems=4, eval_problems=3, seed=1))
     steps = labeled_steps_table(problems, seed=1, error_rate=0.5)

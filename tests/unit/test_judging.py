@@ -287,7 +287,7 @@ class PairwiseTeacherEngine:
         self.calls = []
 
     def generate(self, prompts, n, sampling, stop=None, logprobs=None, include_stop=False):
-        from rprm_ray.tasks import arith
+        from rprm_ray.tasks import arith, arith_teacher
 
         self.calls.append({"prompts": list(prompts), "n": n, "stop": stop, "temperature": sampling.temperature})
         out = []
@@ -298,10 +298,10 @@ class PairwiseTeacherEngine:
             shown = [x[2:] for x in lines if x[:2] in ("a:", "b:")]
             if shown:
                 # Two wrong steps have no teacher winner: the judge then names none (invalid).
-                full = arith.teacher_pairwise(question, prev, *shown) or "R:\nCa:\nVa:N\nCb:\nVb:N"
+                full = arith_teacher.teacher_pairwise(question, prev, *shown) or "R:\nCa:\nVa:N\nCb:\nVb:N"
                 text = full[full.index("\nCa:") + 1:]
             else:
-                text = "R:" + arith.worked_step(arith.expected_step(question, prev))
+                text = "R:" + arith_teacher.worked_step(arith.expected_step(question, prev))
             for s in stop or []:
                 if s in text:
                     text = text[: text.index(s)]
@@ -312,7 +312,7 @@ class PairwiseTeacherEngine:
 
 def test_write_pairwise_works_its_own_line_once_per_context_then_judges_each_order() -> None:
     from rprm_ray.config import SamplingConfig
-    from rprm_ray.tasks import arith
+    from rprm_ray.tasks import arith_teacher
 
     table = _candidates({"x": ["7*2=14", "7*2=15", "7*3=21"], "y": ["7*2=14", "8*2=16"]})
     requests = judging.pairwise_requests(table)
@@ -326,7 +326,7 @@ def test_write_pairwise_works_its_own_line_once_per_context_then_judges_each_ord
     assert first["temperature"] == 0.7 and rest["temperature"] == 0.0 and rest["stop"] is None
     assert len(rest["prompts"]) == len(requests) == 8
     for request, (completion,) in zip(requests, completions, strict=True):
-        teacher = arith.teacher_pairwise("(3+4)*2", ["3+4=7"], request.slot_a_step, request.slot_b_step)
+        teacher = arith_teacher.teacher_pairwise("(3+4)*2", ["3+4=7"], request.slot_a_step, request.slot_b_step)
         assert completion.text == teacher or (teacher is None and completion.text.startswith("R:7*2="))
     judgments = judging.pairwise_rows(requests, completions).to_pylist()
     assert [j["winner"] for j in judgments] == [0, 0, 0, 0, None, None, 0, 0]  # two wrong steps: no winner

@@ -17,7 +17,7 @@ from rprm_ray.evaluation.self_judge import (
     self_judge_accuracy,
 )
 from rprm_ray.prompts import get_style
-from rprm_ray.tasks import arith
+from rprm_ray.tasks import arith, arith_teacher
 
 
 def is_right(question: str, prefix: list[str], step: str) -> bool:
@@ -90,11 +90,11 @@ class TeacherJudge:
             question, prev = lines[0][2:], [x[2:] for x in lines if x.startswith("P:")]
             shown = [x[2:] for x in lines if x[:2] in ("a:", "b:")]
             if not shown:
-                text = "R:" + arith.worked_step(arith.expected_step(question, prev))
+                text = "R:" + arith_teacher.worked_step(arith.expected_step(question, prev))
             elif self.biased:
                 text = "Ca:\nVa:Y\nCb:\nVb:N\n[[A]]"
             else:
-                full = arith.teacher_pairwise(question, prev, *shown)
+                full = arith_teacher.teacher_pairwise(question, prev, *shown)
                 text = full[full.index("\nCa:") + 1:]
             out.append([Completion(text=text, token_ids=[], cumulative_logprob=None, finish_reason="eos")] * n)
         return out
@@ -143,7 +143,7 @@ def test_the_judges_own_step_is_set_beside_the_greedy_step_at_each_judged_prefix
     read = ArithTask.judges_own_step
     table = _candidates({"x": ["7*2=15", "7*2=14"], "z": ["7*2=14", "7*2=16"]})
     pairs, _ = discordant_pairs(table, is_right)
-    r_right, r_wrong = "R:" + arith.worked_step("7*2=14"), "R:" + arith.worked_step("7*2=16")
+    r_right, r_wrong = "R:" + arith_teacher.worked_step("7*2=14"), "R:" + arith_teacher.worked_step("7*2=16")
     judged = _judgments([
         {**_row("x|0-1", 0, 1, "AB", 1), "judgment": f"{r_right}\na:7*2=15\nb:7*2=14\n[[B]]"},
         {**_row("x|0-1", 0, 1, "BA", 1), "judgment": f"{r_right}\na:7*2=14\nb:7*2=15\n[[A]]"},

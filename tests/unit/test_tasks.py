@@ -8,7 +8,7 @@ from rprm_ray.batches import validate
 from rprm_ray.config import TaskConfig, recipe_from_dict
 from rprm_ray.data import DataError, load_processbench
 from rprm_ray.prompts import PAPER_POLICY_TEMPLATE, get_style
-from rprm_ray.tasks import TaskError, arith, make_task
+from rprm_ray.tasks import TaskError, arith, arith_tables, arith_teacher, make_task
 from rprm_ray.tasks.arith_task import ArithTask
 from rprm_ray.tasks.dataset import DatasetTask
 from rprm_ray.tasks.solution_steps import gsm8k_steps, solution_steps
@@ -69,13 +69,13 @@ def test_arith_task_gives_the_tables_of_the_arith_module(monkeypatch):
 
     assert task.problems("train").equals(arith.problems_table(train))
     assert task.problems("eval").equals(arith.problems_table(held_out))
-    assert task.labeled_steps("train").equals(arith.labeled_steps_table(train, cfg.seed, cfg.error_rate))
+    assert task.labeled_steps("train").equals(arith_tables.labeled_steps_table(train, cfg.seed, cfg.error_rate))
     assert task.labeled_steps("eval").equals(
-        arith.labeled_steps_table(held_out, cfg.seed + 1, cfg.error_rate)
+        arith_tables.labeled_steps_table(held_out, cfg.seed + 1, cfg.error_rate)
     )
-    assert task.policy_sft(task.problems("train")).equals(arith.policy_sft_table(train))
+    assert task.policy_sft(task.problems("train")).equals(arith_tables.policy_sft_table(train))
     assert task.pairwise_sft(task.problems("train"), 30, seed=7).equals(
-        arith.pairwise_sft_table(train, 7, 30)
+        arith_tables.pairwise_sft_table(train, 7, 30)
     )
     assert len(calls) == 1  # splits are drawn once per task
 
@@ -94,7 +94,7 @@ def test_arith_task_grades_and_critiques_like_arith():
     assert task.grade(p.question, p.answer, "178") and task.grade(p.question, None, " 178 ")
     assert not task.grade(p.question, p.answer, "179") and not task.grade(p.question, p.answer, None)
     prev, now = ["37+25=62"], "62*3=187"
-    assert task.teacher_critique(p.question, prev, now) == arith.teacher_critique(p.question, prev, now)
+    assert task.teacher_critique(p.question, prev, now) == arith_teacher.teacher_critique(p.question, prev, now)
     assert task.teacher_critique(p.question, prev, now).endswith("No")
 
 
