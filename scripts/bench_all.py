@@ -47,6 +47,7 @@ def free_port() -> int:
 INPUTS: dict[str, Callable[[Path, dict], list[str]]] = {
     # A port of its own: Serve's default may be held by a run on the same machine.
     "beam_vs_bon.py": lambda run, state: ["--run", str(run), "--set", f"resources.serve_port={free_port()}"],
+    "critique_sampling.py": lambda run, state: ["--run", str(run)],
     "judge_vs_policy_steps.py": lambda run, state: ["--run", str(run)],
     "logprobs_cost.py": lambda run, state: ["--run", str(run)],
     "step_dpo_replay.py": lambda run, state: ["--run", str(run)],
@@ -62,6 +63,7 @@ SMOKE_INPUTS: dict[str, tuple[str, Callable[[Path, dict], list[str]]]] = {
 RESULT: dict[str, str] = {
     "beam_vs_bon.py": r"beam\S* - Best-of-N over \d+ seeds: .*",
     "bootstrap_policy.py": r"\[zero \d\] accuracy \d+\.\d%.*",
+    "critique_sampling.py": r"K=\d+ sampled vs greedy on .*: \d+ steps, greedy wrong at \d+; fixed \d+, broken \d+.*",
     "engine_scaling.py": r"vLLM vs transformers on this CPU \(items/s\): generator: .*; judge: .*",
     "judge_throughput.py": r"b/a = \d+\.\d\d .* b/c = \d+\.\d\d",
     "judge_vs_policy_steps.py": r"judge said No \d+ times.*",
