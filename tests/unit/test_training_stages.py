@@ -24,8 +24,11 @@ def _run_with_data(tmp_path, *overrides):
     from rprm_ray.loop import Run
     from rprm_ray.stages import data
 
+    # The judge's DPO samples on as many problems as an iteration searches (the schema's default;
+    # the demo recipe fixes 512), so that these small worlds split their problems as the tests say.
     recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "tiny_arith.yaml",
-                         [f"run_root={tmp_path}", "task.eval_problems=5", *overrides])
+                         [f"run_root={tmp_path}", "task.eval_problems=5", "bootstrap.judge_dpo_problems=null",
+                          *overrides])
     run = Run.open(recipe)
     run.stage(data.DATA, lambda: data.data_stage(run))
     return run
