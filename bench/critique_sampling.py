@@ -14,7 +14,8 @@ Measured (2-core AMD EPYC; `recipes/tiny_arith.yaml`, M1 at 2,000 SFT steps, jud
 steps so that it errs: own-mistakes F1 greedy 92.3, K=8 92.0): on 1,243 own steps the greedy
 critique was wrong at 30; K=8 at T 0.5 repaired 2 of them and broke 4 right ones (one sampled
 critique wrong at 2.9% of steps against greedy's 2.4%); at T 1.0 it repaired 2 and broke 18
-(6.4%). The judge's errors are confident ones: a digit worked out wrongly in its R line is
+(6.4%). The recipe's 800-step judge: greedy wrong at 4 of those steps, K=8 fixed 0 and broke 1 at
+either temperature. The judge's errors are confident ones: a digit worked out wrongly in its R line is
 sampled again at almost every draw, so averaging has nothing to repair.
 """
 
