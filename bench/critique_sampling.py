@@ -22,29 +22,16 @@ sampled again at almost every draw, so averaging has nothing to repair.
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from rprm_ray.config import load_recipe
 from rprm_ray.evaluation.sampling_vs_greedy import sampling_vs_greedy
+from rprm_ray.stages.judge import temperature_tag
 
 STAGE = "iter_0/judge_eval_dpo"
 SETS = {"": "injected errors", "_own": "M1's own mistakes"}
-
-
-def sampled_tables(stage_dir: Path, suffix: str) -> dict[str, Path]:
-    """{temperature label: file} of a set's sampled critiques: `critiques_sampled{suffix}_t<T>`
-    with several temperatures, `critiques_sampled{suffix}` with the recipe's single one."""
-    found = {}
-    for path in sorted(stage_dir.glob(f"critiques_sampled{suffix}*.parquet")):
-        tag = path.stem[len(f"critiques_sampled{suffix}"):]
-        if tag == "":
-            found["recipe's"] = path
-        elif re.fullmatch(r"_t[0-9.]+", tag):
-            found[tag[2:]] = path
-    return found
 
 
 def main() -> None:
@@ -64,13 +51,17 @@ def main() -> None:
         if not greedy_path.exists():
             continue
         greedy = pq.read_table(greedy_path)
-        for temperature, path in sampled_tables(stage_dir, suffix).items():
+        temperatures = recipe.evaluation.critique_temperatures
+        for temperature in temperatures:
+            path = stage_dir / f"critiques_sampled{suffix}{temperature_tag(temperature, temperatures)}.parquet"
+            if not path.exists():
+                continue
             sampled = pq.read_table(path)
             k = max(sampled.column("sample_idx").to_pylist(), default=-1) + 1
             if k == 0:
                 continue
             got = sampling_vs_greedy(greedy, sampled, k, mode, threshold)
-            print(f"K={k} sampled vs greedy on {name}, T {temperature}: {got.steps} steps, greedy wrong at "
+            print(f"K={k} sampled vs greedy on {name}, T {temperature:g}: {got.steps} steps, greedy wrong at "
                   f"{got.greedy_wrong}; fixed {got.fixed}, broken {got.broken}; one sampled critique wrong at "
                   f"{got.sample_error_rate:.1f}% of steps vs greedy {got.greedy_error_rate:.1f}%")
             printed += 1

@@ -47,12 +47,14 @@ class SamplingVsGreedy:
 
 
 def _decided_right(critiques: pa.Table, mode: ScoreMode, threshold: float) -> dict[tuple[str, int], bool]:
+    """Per (solution_id, step_idx): whether the step's score decides its label rightly."""
     labels = {(r["solution_id"], r["step_idx"]): r["label"]
               for r in critiques.select(["solution_id", "step_idx", "label"]).to_pylist()}
-    scores = step_score_rows(critiques, mode, where="sampling_vs_greedy")
-    return {(r["solution_id"], r["step_idx"]): r["score"] is not None and (r["score"] >= threshold) == labels[
-                (r["solution_id"], r["step_idx"])]
-            for r in scores.select(["solution_id", "step_idx", "score"]).to_pylist()}
+    decided = {}
+    for r in step_score_rows(critiques, mode, where="sampling_vs_greedy").to_pylist():
+        key = (r["solution_id"], r["step_idx"])
+        decided[key] = r["score"] is not None and (r["score"] >= threshold) == labels[key]
+    return decided
 
 
 def sampling_vs_greedy(greedy: pa.Table, sampled: pa.Table, k: int, mode: ScoreMode = "p_yes",

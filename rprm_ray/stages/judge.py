@@ -298,15 +298,15 @@ def _f1_on(run: Run, judge, steps: pa.Table, prefix: str, suffix: str, k_curve: 
     ks = sorted(set(r.evaluation.critiques_per_step))
     if ks and k_curve:
         temperatures = r.evaluation.critique_temperatures
-        sampled = {t: _sampled_critiques(run, judge, steps, t, max(ks), suffix + _temperature_tag(t, temperatures))
+        sampled = {t: _sampled_critiques(run, judge, steps, t, max(ks), suffix + temperature_tag(t, temperatures))
                    for t in temperatures}
         for t, many in sampled.items():
-            tables[f"critiques_sampled{suffix}{_temperature_tag(t, temperatures)}"] = (many, "critiques")
+            tables[f"critiques_sampled{suffix}{temperature_tag(t, temperatures)}"] = (many, "critiques")
         metrics.update(_k_curve(run, steps, sampled, ks, prefix))
     return metrics, tables
 
 
-def _temperature_tag(t: float, temperatures: list[float]) -> str:
+def temperature_tag(t: float, temperatures: list[float]) -> str:
     """A sampled pass's name suffix: none with one temperature (the names runs have always used)."""
     return "" if len(temperatures) == 1 else f"_t{t:g}"
 
