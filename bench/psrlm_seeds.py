@@ -14,7 +14,9 @@ psrlm run's recipe is rerun, and the run itself stands for its own seed.
 Printed: per seed, pass@1 of M1..M_last and the last model's gain with its paired interval (and,
 with loop.sft_control, the last model against its SFT-spend control); then the mean gain over the
 seeds, its interval from resampling problems (each problem's last-model score is its fraction of
-seeds solved), and the spread between seeds.
+seeds solved), and the spread between seeds; with the control, the mean of the last model
+against it the same way; and the largest loss of pass@1 from one model to the next in any seed
+(the recipe's "no iteration loses more than 1 point").
 
 `--smoke` (with `--run` of a micro psrlm run): one more seed beside the run's own, to check that
 the script runs.
@@ -142,6 +144,15 @@ def main() -> int:
     spread = statistics.stdev(gains) if len(gains) > 1 else 0.0
     print(f"result: mean gain M{n + 1} - M1 over {len(seeds)} seeds: {mean.text()} (problems resampled); "
           f"per seed {', '.join(f'{g:+.2f}' for g in gains)}, sd {spread:.2f}")
+    if all(f["control"] is not None for f in figures.values()):
+        # The control's steps follow each seed's pair count, so it is its own model per seed too.
+        control = [sum(f["control"][p] for f in figures.values()) / len(figures) for p in problems]
+        print(f"result: mean M{n + 1} - its SFT-spend control over {len(seeds)} seeds: "
+              f"{paired_difference(last, control).text()} (problems resampled)")
+    drop, seed, k = max((f["pass@1"][k] - f["pass@1"][k + 1], seed, k)
+                        for seed, f in figures.items() for k in range(n))
+    print(f"largest loss of pass@1 from one model to the next: {max(drop, 0.0):.2f} points"
+          + (f" (seed {seed}, M{k + 1} -> M{k + 2})" if drop > 0 else ""))
     return 0
 
 

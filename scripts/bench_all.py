@@ -68,7 +68,7 @@ RESULT: dict[str, str] = {
     "judge_throughput.py": r"b/a = \d+\.\d\d .* b/c = \d+\.\d\d",
     "judge_vs_policy_steps.py": r"judge said No \d+ times.*",
     "logprobs_cost.py": r"generator \(\d+ prefixes x 6\): .* ratio +\d+\.\d\dx",
-    "psrlm_seeds.py": r"result: mean gain M\d+ - M1 over \d+ seeds: .*",
+    "psrlm_seeds.py": r"result: mean (gain M\d+ - M1|M\d+ - its SFT-spend control) over \d+ seeds: .*",
     "psrlm_self_judge.py": r"result: self-judge pairwise accuracy \d+\.\d%.*",
     "search_batching.py": r"speed-up \(one-at-a-time / batched\): \d+\.\d\dx.*",
     "step_dpo_oracle.py": r" +\d+e-\d\d +\d+\.\d\d +[+-]\d+\.\d\d.*",
