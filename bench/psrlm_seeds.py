@@ -149,8 +149,8 @@ def main() -> int:
         control = [sum(f["control"][p] for f in figures.values()) / len(figures) for p in problems]
         print(f"result: mean M{n + 1} - its SFT-spend control over {len(seeds)} seeds: "
               f"{paired_difference(last, control).text()} (problems resampled)")
-    drop, seed, k = max((f["pass@1"][k] - f["pass@1"][k + 1], seed, k)
-                        for seed, f in figures.items() for k in range(n))
+    losses = [(f["pass@1"][k] - f["pass@1"][k + 1], seed, k) for seed, f in figures.items() for k in range(n)]
+    drop, seed, k = max(losses, default=(0.0, None, 0))
     print(f"largest loss of pass@1 from one model to the next: {max(drop, 0.0):.2f} points"
           + (f" (seed {seed}, M{k + 1} -> M{k + 2})" if drop > 0 else ""))
     return 0
