@@ -138,17 +138,19 @@ def main() -> int:
     # Each problem's score: its fraction of seeds solved. M1 is one model (greedy) in every seed,
     # so its fraction is 0 or 1 unless an engine's greedy decoding differed between runs.
     problems = sorted(next(iter(figures.values()))["m1"])
-    last, m1 = ([sum(f[which][p] for f in figures.values()) / len(figures) for p in problems]
-                for which in ("last", "m1"))
-    mean = paired_difference(last, m1)
+
+    def fraction_solved(which: str) -> list[float]:
+        return [sum(f[which][p] for f in figures.values()) / len(figures) for p in problems]
+
+    last = fraction_solved("last")
+    mean = paired_difference(last, fraction_solved("m1"))
     spread = statistics.stdev(gains) if len(gains) > 1 else 0.0
     print(f"result: mean gain M{n + 1} - M1 over {len(seeds)} seeds: {mean.text()} (problems resampled); "
           f"per seed {', '.join(f'{g:+.2f}' for g in gains)}, sd {spread:.2f}")
     if all(f["control"] is not None for f in figures.values()):
         # The control's steps follow each seed's pair count, so it is its own model per seed too.
-        control = [sum(f["control"][p] for f in figures.values()) / len(figures) for p in problems]
         print(f"result: mean M{n + 1} - its SFT-spend control over {len(seeds)} seeds: "
-              f"{paired_difference(last, control).text()} (problems resampled)")
+              f"{paired_difference(last, fraction_solved('control')).text()} (problems resampled)")
     losses = [(f["pass@1"][k] - f["pass@1"][k + 1], seed, k) for seed, f in figures.items() for k in range(n)]
     drop, seed, k = max(losses, default=(0.0, None, 0))
     print(f"largest loss of pass@1 from one model to the next: {max(drop, 0.0):.2f} points"
