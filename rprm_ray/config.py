@@ -305,6 +305,10 @@ class PairsConfig(_Strict):
     max_pairs_per_step: int = Field(4, ge=1)  # cap on the chosen x rejected product per labeled step
     balance_verdicts: bool = True  # truncate Yes-chosen and No-chosen pairs to 1:1
     paper_filter: bool = False  # R-PRM's optional --filter (keep 2 pairs when chosen <= 1/3 of valid)
+    # Chosen critiques only among those that reach their verdict by their own stated comparison
+    # (Task.critique_is_sound: the compact judge's lines; a no-op for natural-language critiques).
+    # Off: on the demo it made the judge's DPO stronger and its F1 lower (docs/results.md)
+    sound_chosen_only: bool = False
     seed: int = 42
     call_timeout_s: float = Field(600.0, gt=0.0)  # one PairBuilder call (rprm_ray.waits)
 

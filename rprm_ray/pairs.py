@@ -4,6 +4,8 @@
   the label are chosen, valid critiques with the opposite verdict are rejected.
 - `step_pairs` (PSRLM, B6): per prefix, candidate steps ranked by pairwise wins; (best, worst)
   becomes a step-level pair; an all-tied prefix gives no pair and asks for a rollback.
+- `without_unsound_chosen`: drops agreeing critiques that reach the label's verdict through a
+  comparison their own lines contradict, so they are never chosen.
 - `sft_filter` (R-PRM seed data, A3): the last consistent critique per step, Yes/No 1:1.
 
 Everything is deterministic given the seed, and pair ids are built from row ids, so a retried
@@ -13,7 +15,7 @@ stage produces the same rows.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import product
 
 import pyarrow as pa
@@ -141,6 +143,22 @@ def critique_pairs(
         rows = _balance(rows, "verdict", _rng(seed, "balance-pairs"))
     rows.sort(key=lambda r: r["pair_id"])
     return from_rows([_drop_private(r, "verdict", "_id") for r in rows], "preference_pairs")
+
+
+def without_unsound_chosen(critiques: pa.Table, is_sound: Callable[[str], bool]) -> tuple[pa.Table, int]:
+    """`critiques` less those whose verdict agrees with their step's label but that are not sound
+    (`is_sound`: the critique reaches its verdict by its own stated comparison, e.g.
+    `arith_teacher.critique_is_sound`), and how many were dropped. `critique_pairs` on the result
+    takes chosen critiques only among sound ones; a disagreeing critique stays a rejected one
+    whatever its lines say. Unlabeled rows are kept (they make no pairs)."""
+    critiques = validate(critiques, "critiques", where="without_unsound_chosen")
+    keep = []
+    for label, text in zip(critiques.column("label").to_pylist(), critiques.column("critique").to_pylist(),
+                           strict=True):
+        agrees = label is not None and parse_verdict(text) == ("Yes" if label else "No")
+        keep.append(not agrees or is_sound(text))
+    kept = critiques.filter(pa.array(keep, pa.bool_()))
+    return kept, critiques.num_rows - kept.num_rows
 
 
 def _unique_texts(rows: Iterable[dict]) -> list[dict]:

@@ -380,13 +380,18 @@ def judge_samples_stage(run: Run) -> StageResult:
     critiques = run.map_chunks("samples", steps, r.judge.steps_per_chunk,
                                lambda chunk: {"critiques": judge.score_steps(chunk, k=k, sampling=sampled)[0]},
                                {"critiques": "critiques"})["critiques"]
-    built = run.roles.pair_builder().critique_pairs.remote(critiques)
+    # A sampled critique can reach the label's verdict through a comparison its own lines contradict
+    # (a wrong R line, then a differing digit pair marked `=`); pairs.sound_chosen_only never chooses one.
+    sound_only, unsound = pairs.without_unsound_chosen(critiques, run.task.critique_is_sound)
+    pair_input = sound_only if r.pairs.sound_chosen_only else critiques
+    built = run.roles.pair_builder().critique_pairs.remote(pair_input)
     [critique_pairs] = waits.wait_each([built], waits.ray_wait, timeout_s=r.pairs.call_timeout_s, role="PairBuilder",
                                        names=[run.roles.name("pair-builder")], doing="building critique pairs")
     agree = pc.equal(critiques.column("verdict"), pc.if_else(critiques.column("label"), "Yes", "No"))
     return StageResult(
         metrics={"steps": steps.num_rows, "critiques": critiques.num_rows, "pairs": critique_pairs.num_rows,
                  "critiques_agreeing_with_label": int(pc.sum(pc.fill_null(agree, False)).as_py() or 0),
+                 "agreeing_critiques_unsound": unsound,
                  "temperature": sampled.temperature, **own_counts},
         tables={"critiques": (critiques, "critiques"), "pairs": (critique_pairs, "preference_pairs"),
                 "steps": (steps, "labeled_steps")},
@@ -404,11 +409,14 @@ def own_solution_steps(run: Run) -> tuple[pa.Table, dict]:
 
 
 def judge_dpo_stage(run: Run) -> StageResult:
+    unsound = run.manifest.stage("iter_0/judge_samples")["metrics"].get("agreeing_critiques_unsound", 0)
+    dropped = (f"; {unsound} agreeing critiques were not chosen as unsound (pairs.sound_chosen_only)"
+               if run.recipe.pairs.sound_chosen_only and unsound else "")
     pairs_table = run.require_rows(
         run.table("iter_0/judge_samples", "pairs", "preference_pairs"),
         "no critique pairs to train on (the SFT judge's sampled critiques never both agreed and disagreed "
-        "with a step's label, see iter_0/judge_samples): sample more critiques (judge.critiques_per_step) "
-        "or more steps (loop.problems_per_iteration)")
+        f"with a step's label, see iter_0/judge_samples{dropped}): sample more critiques "
+        "(judge.critiques_per_step) or more steps (loop.problems_per_iteration)")
     out_dir = run.model_dir("iter_0/judge_dpo")
     metrics, with_ref = train_dpo(run, Path(run.state["judge_sft_dir"]), pairs_table, out_dir, "judge-dpo")
     return StageResult(metrics={**metrics, "pairs": pairs_table.num_rows},

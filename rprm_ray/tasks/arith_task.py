@@ -75,6 +75,9 @@ class ArithTask(Task):
         first = judgment.split("\n", 1)[0].strip()
         return arith_teacher.unworked_step(first[2:]) if first.startswith("R:") else None
 
+    def critique_is_sound(self, critique: str) -> bool:
+        return arith_teacher.critique_is_sound(critique)
+
     @property
     def has_programmatic_teacher(self) -> bool:
         return True

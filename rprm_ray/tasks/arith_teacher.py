@@ -87,6 +87,25 @@ def unworked_step(r_line: str) -> str:
     return f"{line.split('=', 1)[0]}={line.rsplit('>', 1)[1]}"
 
 
+def critique_is_sound(critique: str) -> bool:
+    """Whether a compact critique follows from its own lines: its `C:` line is exactly the
+    digit-pair comparison of its `R:` line's step (unworked) with the `N:` step, `V:` says `N`
+    iff that line has an `x`, and the verdict line repeats `V:`. Whether the R line itself is
+    right is not asked. Every teacher critique is sound; a sampled one can reach the label's
+    verdict through a wrong comparison (`R:...>328` `N:320+6=326` marked `86=`): right for the
+    wrong reason, never DPO's chosen under `pairs.sound_chosen_only`."""
+    lines = critique.strip().split("\n")
+    if len(lines) != 5:
+        return False
+    r, n, c, v, last = lines
+    if not (r.startswith("R:") and n.startswith("N:") and c.startswith("C:") and v.startswith("V:")):
+        return False
+    expected, claimed = claimed_parts(unworked_step(r[2:])), claimed_parts(n[2:])
+    pairs = f"{aligned_pairs(expected[0], claimed[0])}|{aligned_pairs(expected[1], claimed[1])}"
+    decision = "N" if "x" in pairs else "Y"
+    return c[2:] == pairs and v[2:] == decision and last == verdict_line("No" if decision == "N" else "Yes")
+
+
 def _critique(r_step: str, now_step: str, exp_left: str, exp_result: str, claimed: tuple[str, str],
               verdict: str) -> str:
     # Why this shape (measured with 0.5M-parameter judges): with `C:124|124 116|611` and the

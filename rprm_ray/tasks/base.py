@@ -89,6 +89,11 @@ class Task(ABC):
         line, unworked), for evaluation only; None where the format has no such line."""
         return None
 
+    def critique_is_sound(self, critique: str) -> bool:
+        """Whether a judge's critique reaches its verdict by its own stated comparison (checked
+        where the format allows: the compact judge's lines); True where it cannot be checked."""
+        return True
+
     @abstractmethod
     def teacher_critique(self, question: str, previous_steps: list[str], now_step: str) -> str:
         """A teacher critique ending in the verdict line; raises TaskError where there is none."""

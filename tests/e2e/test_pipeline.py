@@ -15,8 +15,12 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from micro_world import RECIPE, ROOT, cli_args, finished_stages, free_port, setting, stage_outputs
+
+from rprm_ray import pairs
+from rprm_ray.tasks import arith_teacher
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -77,9 +81,13 @@ def test_guided_runs_every_stage_and_reports(micro_runs):
     own = m["stages"]["iter_0/own_solutions"]
     assert own["own_solutions"] == 8 and own["own_steps"] >= 8
     assert all(percent(judge[p]["own_f1"]) for p in judge) and judge["dpo"]["own_f1_at_k"].keys() == {"1", "2"}
-    # The judge learned the verdict line, so its own critiques gave DPO pairs and DPO trained.
+    # The judge learned the verdict line, so its own critiques gave DPO pairs and DPO trained. The
+    # stage counts the agreeing critiques whose own lines contradict their verdict (never chosen
+    # under pairs.sound_chosen_only; the micro judge writes few sound ones).
     samples = m["stages"]["iter_0/judge_samples"]
     assert samples["pairs"] > 0 and m["stages"]["iter_0/judge_dpo"]["pairs"] == samples["pairs"]
+    sampled = pq.read_table(run_dir / "iter_0" / "judge_samples" / "critiques.parquet")
+    assert samples["agreeing_critiques_unsound"] == pairs.without_unsound_chosen(sampled, arith_teacher.critique_is_sound)[1]
     assert m["best_of_n"]["problems"] == 8 and sorted(m["best_of_n"]["bon_min"]) == ["1", "2"]
     assert m["beam"]["problems"] == 8 and m["beam"]["beam_width"] == 2
     # The judge's scores gave step pairs; step DPO trained on them, the trainer saved the new policy

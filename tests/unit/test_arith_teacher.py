@@ -75,6 +75,8 @@ def test_teacher_critiques_parse_to_the_right_verdict(splits) -> None:
                 assert parse_verdict(right) == ("Yes" if label else "No"), (p.question, steps, i)
                 assert parse_verdict(wrong) == ("No" if label else "Yes")
                 assert right.isascii() and wrong.isascii()
+                # Right or deliberately wrong, a teacher critique follows from its own lines.
+                assert arith_teacher.critique_is_sound(right) and arith_teacher.critique_is_sound(wrong)
                 # The comparison line exposes every wrong step: some digit pair differs, and
                 # the V line states the decision the verdict line repeats.
                 assert right.split("\n")[1] == f"N:{steps[i]}"  # the step, shown after R
@@ -85,6 +87,19 @@ def test_teacher_critiques_parse_to_the_right_verdict(splits) -> None:
                 assert right.split("\n")[3] == ("V:N" if mismatch else "V:Y")
                 counts[label] += 1
     assert counts[True] > 0 and counts[False] > 0
+
+
+def test_a_critique_is_sound_when_its_comparison_follows_from_its_own_lines() -> None:
+    yes, no = "Verification: Is the step correct (Yes/No)? Yes", "Verification: Is the step correct (Yes/No)? No"
+    r_line = "R:320+6=0+6+0=80 2+0+0=20 3+0+0=30>328\nN:320+6=326\n"
+    # A wrong R line compared faithfully is sound (the judge erred, but by its own reasoning).
+    assert arith_teacher.critique_is_sound(f"{r_line}C:33= 22= 00=|33= 22= 86x\nV:N\n{no}")
+    # Sampled at T 1.5: the right verdict for a right step, through a digit pair marked `=` that differs.
+    assert not arith_teacher.critique_is_sound(f"{r_line}C:33= 22= 00=|33= 22= 86=\nV:Y\n{yes}")
+    assert not arith_teacher.critique_is_sound(f"{r_line}C:33= 22= 00=|33= 22= 86x\nV:Y\n{yes}")  # V ignores the x
+    assert not arith_teacher.critique_is_sound(f"{r_line}C:33= 22= 00=|33= 22= 86x\nV:N\n{yes}")  # verdict ignores V
+    assert not arith_teacher.critique_is_sound(f"C:9+68=9+8+0=71\nN:9+68=77\nC:Y\n{yes}")  # lines missing
+    assert arith_teacher.critique_is_sound(f"R:A:178\nN:A:179\nC:AA=|11= 77= 89x\nV:N\n{no}")
 
 
 def test_teacher_pairwise_works_its_own_step_then_marks_both() -> None:

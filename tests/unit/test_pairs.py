@@ -52,6 +52,21 @@ def test_chosen_agree_rejected_disagree_invalid_in_neither() -> None:
     assert r["ref_chosen_logp"] is None
 
 
+def test_unsound_agreeing_critiques_are_never_chosen() -> None:
+    rows = [
+        crit("p1/s", 0, 0, f"sound a\n{YES}", True),
+        crit("p1/s", 0, 1, f"unsound b\n{YES}", True),  # right verdict, contradicted by its own lines
+        crit("p1/s", 0, 2, f"unsound c\n{NO}", True),  # a wrong verdict stays a rejected one
+        crit("p1/s", 0, 3, f"sound d\n{NO}", True),
+        crit("p2/s", 0, 0, f"unsound e\n{YES}", None),  # unlabeled: kept, makes no pair
+    ]
+    kept, dropped = pairs.without_unsound_chosen(table(rows), lambda text: text.startswith("sound"))
+    assert dropped == 1 and kept.column("sample_idx").to_pylist() == [0, 2, 3, 0]
+    out = pairs.critique_pairs(kept, max_pairs_per_step=10, balance_verdicts=False, seed=0)
+    got = sorted((r["chosen"], r["rejected"]) for r in out.to_pylist())
+    assert got == [(f"sound a\n{YES}", f"sound d\n{NO}"), (f"sound a\n{YES}", f"unsound c\n{NO}")]
+
+
 def test_no_label_or_one_sided_steps_give_no_pairs() -> None:
     rows = [
         crit("p1/s", 0, 0, f"a\n{YES}", None),
