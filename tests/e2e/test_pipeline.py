@@ -186,11 +186,15 @@ def test_killed_driver_resumes_to_the_uninterrupted_outputs(micro_runs, tmp_path
     sets = micro_runs.sets("guided", tmp_path, "killed", serve_port=free_port())
     run_dir = tmp_path / "killed"
     before = _copy_until(full_dir, run_dir, sets, KILL_IN)
-    proc = subprocess.Popen(_driver(cli_args(sets, "--resume", str(run_dir))), cwd=ROOT, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # The driver's output goes to a file, so a driver that exits early says why in the failure.
+    driver_log = tmp_path / "killed_driver.log"
+    with driver_log.open("w") as log:
+        proc = subprocess.Popen(_driver(cli_args(sets, "--resume", str(run_dir))), cwd=ROOT, env=_env(),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 600
     while _finished_chunks(run_dir) < wait_for:
-        assert proc.poll() is None, "the driver exited before the stage to kill in"
+        assert proc.poll() is None, ("the driver exited before the stage to kill in:\n"
+                                     + driver_log.read_text()[-3000:])
         assert time.monotonic() < deadline, f"timed out waiting for {wait_for} chunks of {KILL_IN}"
         time.sleep(0.01)
     time.sleep(delay)
