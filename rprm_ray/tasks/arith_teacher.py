@@ -31,6 +31,11 @@ def aligned_pairs(expected: str, claimed: str) -> str:
     return " ".join(f"{a}{b}{'=' if a == b else 'x'}" for a, b in pairs)
 
 
+def comparison_line(expected: tuple[str, str], claimed: tuple[str, str]) -> str:
+    """The `C:` line's body: left operands, then results, each as `aligned_pairs`, joined by `|`."""
+    return f"{aligned_pairs(expected[0], claimed[0])}|{aligned_pairs(expected[1], claimed[1])}"
+
+
 def worked_digits(a: int, op: str, b: int) -> str | None:
     """`a op b` worked from the units digit up: for each digit what it combines, `=`, then the
     result digit and the carry (or borrow) it passes on. A sum or difference states both digits
@@ -101,7 +106,7 @@ def critique_is_sound(critique: str) -> bool:
     if not (r.startswith("R:") and n.startswith("N:") and c.startswith("C:") and v.startswith("V:")):
         return False
     expected, claimed = claimed_parts(unworked_step(r[2:])), claimed_parts(n[2:])
-    pairs = f"{aligned_pairs(expected[0], claimed[0])}|{aligned_pairs(expected[1], claimed[1])}"
+    pairs = comparison_line(expected, claimed)
     decision = "N" if "x" in pairs else "Y"
     return c[2:] == pairs and v[2:] == decision and last == verdict_line("No" if decision == "N" else "Yes")
 
@@ -126,7 +131,7 @@ def _critique(r_step: str, now_step: str, exp_left: str, exp_result: str, claime
     # digit and its carry (`106+51=70 50 10`), the demo's judge after its 1,500 SFT steps on one
     # host wrote 27 of 135 multi-digit sums and differences right (every product right, F1 25.3);
     # spelled out, all 300 of its R lines at held-out contexts (F1 99.75).
-    pairs = f"{aligned_pairs(exp_left, claimed[0])}|{aligned_pairs(exp_result, claimed[1])}"
+    pairs = comparison_line((exp_left, exp_result), claimed)
     return (f"R:{worked_step(r_step)}\n{STYLE.shown_step(now_step)}C:{pairs}\nV:{verdict[0]}\n"
             f"{verdict_line(verdict)}")
 
@@ -197,7 +202,7 @@ def teacher_pairwise(
     lines, decisions = [], {}
     for letter, step in (("a", step_a), ("b", step_b)):
         claimed = claimed_parts(step)
-        pairs = f"{aligned_pairs(left, claimed[0])}|{aligned_pairs(result, claimed[1])}"
+        pairs = comparison_line((left, result), claimed)
         decisions[letter.upper()] = "N" if "x" in pairs else "Y"
         lines.append(f"C{letter}:{pairs}\nV{letter}:{decisions[letter.upper()]}")
     if decisions[winner] != "Y" or "N" not in decisions.values():
